@@ -1,0 +1,297 @@
+use serde_json::value::RawValue;
+
+use crate::{ErrorCode, Id, Limits, RawObject, WireError, raw, raw_string, validate};
+
+/// The three kinds of JSON-RPC message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Has `method` and `id`: expects a response.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `result` or `error`, and the `id` of the request it answers.
+    Response,
+}
+
+/// One JSON-RPC message. The envelope is parsed; `params`, `result` and `error` stay raw until
+/// asked for, and are written back exactly as they came unless changed.
+#[derive(Debug, Clone)]
+pub struct Message {
+    kind: Kind,
+    id: Option<Id>,
+    method: Option<String>,
+    body: RawObject,
+}
+
+impl Message {
+    /// Parses one message strictly: one JSON object, JSON-RPC 2.0, no duplicate keys, within
+    /// `limits`. A batch (an array) is refused: MCP removed batches, and a batch would let a
+    /// `tools/call` hide among other messages.
+    pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Message, WireError> {
+        validate(bytes, limits)?;
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[') => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
+                ));
+            }
+            _ => return Err(WireError::new(ErrorCode::InvalidRequest, "a message must be a JSON object")),
+        }
+        // validate() proved the bytes are UTF-8 JSON.
+        let text = std::str::from_utf8(bytes).map_err(|_| WireError::new(ErrorCode::Parse, "invalid UTF-8"))?;
+        let body = RawObject::parse(text).map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
+        Message::from_object(body)
+    }
+
+    /// Classifies an object as a message.
+    pub fn from_object(body: RawObject) -> Result<Message, WireError> {
+        let raw_id = body.get("id").filter(|v| v.get() != "null");
+        let id = raw_id.and_then(Id::from_raw);
+        let invalid = |msg: &str, id: Option<Id>| WireError { code: ErrorCode::InvalidRequest, message: msg.to_owned(), id };
+        if body.get_str("jsonrpc").as_deref() != Some("2.0") {
+            return Err(invalid("\"jsonrpc\" must be \"2.0\"", id));
+        }
+        let method = match body.get("method") {
+            Some(m) => Some(
+                serde_json::from_str::<String>(m.get()).map_err(|_| invalid("\"method\" must be a string", id.clone()))?,
+            ),
+            None => None,
+        };
+        let kind = match (&method, raw_id) {
+            (Some(_), None) if body.contains("id") => return Err(invalid("a request id must not be null", None)),
+            (Some(_), None) => Kind::Notification,
+            (Some(_), Some(_)) => Kind::Request,
+            (None, _) => {
+                let has_result = body.contains("result");
+                let has_error = body.contains("error");
+                if has_result == has_error {
+                    return Err(invalid("a message needs \"method\", or exactly one of \"result\" and \"error\"", id));
+                }
+                Kind::Response
+            }
+        };
+        if raw_id.is_some() && id.is_none() {
+            return Err(invalid("an id must be a string or an integer", None));
+        }
+        if kind == Kind::Response && id.is_none() && !body.contains("error") {
+            return Err(invalid("a response needs an id", None));
+        }
+        Ok(Message { kind, id, method, body })
+    }
+
+    /// A request.
+    pub fn request(id: Id, method: &str, params: Option<&RawValue>) -> Message {
+        let mut body = envelope();
+        body.set("id", id.as_raw().to_owned());
+        body.set_value("method", method);
+        if let Some(p) = params {
+            body.set("params", p.to_owned());
+        }
+        Message { kind: Kind::Request, id: Some(id), method: Some(method.to_owned()), body }
+    }
+
+    /// A notification.
+    pub fn notification(method: &str, params: Option<&RawValue>) -> Message {
+        let mut body = envelope();
+        body.set_value("method", method);
+        if let Some(p) = params {
+            body.set("params", p.to_owned());
+        }
+        Message { kind: Kind::Notification, id: None, method: Some(method.to_owned()), body }
+    }
+
+    /// A successful response.
+    pub fn response(id: Id, result: Box<RawValue>) -> Message {
+        let mut body = envelope();
+        body.set("id", id.as_raw().to_owned());
+        body.set("result", result);
+        Message { kind: Kind::Response, id: Some(id), method: None, body }
+    }
+
+    /// An error response. `id` is `None` only when the request's id could not be read.
+    pub fn error(id: Option<Id>, code: i64, message: &str) -> Message {
+        let mut body = envelope();
+        body.set("id", id.as_ref().map_or_else(|| raw(&()), |i| i.as_raw().to_owned()));
+        let mut error = RawObject::new();
+        error.set_value("code", &code);
+        error.set_value("message", message);
+        body.set("error", error.to_raw());
+        Message { kind: Kind::Response, id, method: None, body }
+    }
+
+    /// The error response for a refused message.
+    pub fn from_wire_error(err: &WireError) -> Message {
+        Message::error(err.id.clone(), err.code.code(), &err.message)
+    }
+
+    /// What kind of message this is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The id of a request or response.
+    pub fn id(&self) -> Option<&Id> {
+        self.id.as_ref()
+    }
+
+    /// The method of a request or notification.
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// Whether this is a response carrying an error.
+    pub fn is_error(&self) -> bool {
+        self.kind == Kind::Response && self.body.contains("error")
+    }
+
+    /// The raw `params`.
+    pub fn params_raw(&self) -> Option<&RawValue> {
+        self.body.get("params")
+    }
+
+    /// `params` as an object. A missing `params` is an empty object; a non-object is an error.
+    pub fn params(&self) -> Result<RawObject, WireError> {
+        match self.params_raw() {
+            None => Ok(RawObject::new()),
+            Some(p) => RawObject::from_raw(p).map_err(|_| WireError {
+                code: ErrorCode::InvalidParams,
+                message: "\"params\" must be an object".into(),
+                id: self.id.clone(),
+            }),
+        }
+    }
+
+    /// Replaces `params`.
+    pub fn set_params(&mut self, params: &RawObject) {
+        self.body.set("params", params.to_raw());
+    }
+
+    /// The raw `result` of a response.
+    pub fn result_raw(&self) -> Option<&RawValue> {
+        self.body.get("result")
+    }
+
+    /// `result` as an object, if it is one.
+    pub fn result(&self) -> Option<RawObject> {
+        self.body.get_object("result")
+    }
+
+    /// Replaces `result`.
+    pub fn set_result(&mut self, result: &RawObject) {
+        self.body.set("result", result.to_raw());
+    }
+
+    /// The raw `error` of a response.
+    pub fn error_raw(&self) -> Option<&RawValue> {
+        self.body.get("error")
+    }
+
+    /// Replaces the id (requests and responses), as a relay does when it maps ids.
+    pub fn set_id(&mut self, id: Id) {
+        self.body.set("id", id.as_raw().to_owned());
+        self.id = Some(id);
+    }
+
+    /// `params._meta.progressToken`, raw, if present.
+    pub fn progress_token(&self) -> Option<Box<RawValue>> {
+        let meta = self.params().ok()?.get_object("_meta")?;
+        meta.get("progressToken").map(|t| t.to_owned())
+    }
+
+    /// Sets `params._meta.progressToken`, keeping every other member of `params` and `_meta`.
+    pub fn set_progress_token(&mut self, token: Box<RawValue>) {
+        let Ok(mut params) = self.params() else { return };
+        let mut meta = params.get_object("_meta").unwrap_or_default();
+        meta.set("progressToken", token);
+        params.set("_meta", meta.to_raw());
+        self.set_params(&params);
+    }
+
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        self.body.to_json()
+    }
+
+    /// The message as one line (for stdio): JSON whitespace newlines, which a pretty-printing
+    /// peer may have sent, become spaces (inside strings newlines are always escaped).
+    pub fn to_line(&self) -> String {
+        let mut json = self.to_json();
+        if json.contains(['\n', '\r']) {
+            json = json.replace(['\n', '\r'], " ");
+        }
+        json.push('\n');
+        json
+    }
+}
+
+fn envelope() -> RawObject {
+    let mut body = RawObject::new();
+    body.set("jsonrpc", raw_string("2.0"));
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Message, WireError> {
+        Message::parse(text.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn a_request_keeps_unknown_fields_byte_for_byte_when_its_id_changes() {
+        let text = r#"{"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"x","arguments":{"n":1.0e2},"x-extra":[1, 2]}}"#;
+        let mut msg = parse(text).unwrap();
+        assert_eq!(msg.kind(), Kind::Request);
+        assert_eq!(msg.method(), Some("tools/call"));
+        msg.set_id(Id::number(7));
+        assert_eq!(
+            msg.to_json(),
+            r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x","arguments":{"n":1.0e2},"x-extra":[1, 2]}}"#
+        );
+    }
+
+    #[test]
+    fn batches_are_refused() {
+        let err = parse(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(err.message.contains("batch"));
+    }
+
+    #[test]
+    fn odd_ids_are_refused() {
+        for id in ["null", "{}", "[1]", "true", "1.5"] {
+            let err = parse(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidRequest, "id {id}");
+        }
+    }
+
+    #[test]
+    fn kinds_are_told_apart() {
+        assert_eq!(parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap().kind(), Kind::Notification);
+        assert_eq!(parse(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).unwrap().kind(), Kind::Response);
+        assert!(parse(r#"{"jsonrpc":"2.0","id":3}"#).is_err());
+        assert!(parse(r#"{"jsonrpc":"1.0","id":3,"method":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn progress_token_is_rewritten_inside_meta_only() {
+        let mut msg = parse(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":"abc","k":1}}}"#).unwrap();
+        assert_eq!(msg.progress_token().unwrap().get(), "\"abc\"");
+        msg.set_progress_token(raw(&42));
+        assert_eq!(
+            msg.to_json(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken":42,"k":1}}}"#
+        );
+    }
+
+    #[test]
+    fn lines_never_hold_raw_newlines() {
+        let msg = parse("{\"jsonrpc\":\"2.0\",\n\"id\":1,\"result\":{\"t\":\"a\\nb\"}}").unwrap();
+        let line = msg.to_line();
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.contains("a\\nb"));
+    }
+}

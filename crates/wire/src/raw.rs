@@ -1,0 +1,155 @@
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A JSON object whose members stay raw: their order and their bytes are kept, so that an
+/// object can be read, one member changed, and written out again with everything else intact.
+#[derive(Debug, Clone, Default)]
+pub struct RawObject {
+    entries: Vec<(String, Box<RawValue>)>,
+}
+
+impl RawObject {
+    /// An empty object.
+    pub fn new() -> RawObject {
+        RawObject::default()
+    }
+
+    /// Reads a JSON object. Fails on anything else.
+    pub fn parse(json: &str) -> Result<RawObject, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Reads the object held in a raw value.
+    pub fn from_raw(raw: &RawValue) -> Result<RawObject, serde_json::Error> {
+        RawObject::parse(raw.get())
+    }
+
+    /// The raw value of a member.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// A member read as a string, if it is one.
+    pub fn get_str(&self, key: &str) -> Option<String> {
+        self.get(key).and_then(|v| serde_json::from_str(v.get()).ok())
+    }
+
+    /// A member read as an object, if it is one.
+    pub fn get_object(&self, key: &str) -> Option<RawObject> {
+        self.get(key).and_then(|v| RawObject::from_raw(v).ok())
+    }
+
+    /// Whether the member exists (even as `null`).
+    pub fn contains(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Replaces a member in place, or appends it.
+    pub fn set(&mut self, key: &str, value: Box<RawValue>) {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.entries.push((key.to_owned(), value)),
+        }
+    }
+
+    /// Sets a member to a serializable value.
+    pub fn set_value<T: serde::Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        self.set(key, raw(value));
+    }
+
+    /// Removes a member.
+    pub fn remove(&mut self, key: &str) -> Option<Box<RawValue>> {
+        let at = self.entries.iter().position(|(k, _)| k == key)?;
+        Some(self.entries.remove(at).1)
+    }
+
+    /// The members in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), &**v))
+    }
+
+    /// Whether the object has no members.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the JSON text of the object.
+    pub fn write_to(&self, out: &mut String) {
+        out.push('{');
+        for (i, (k, v)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).expect("a string serializes"));
+            out.push(':');
+            out.push_str(v.get());
+        }
+        out.push('}');
+    }
+
+    /// The object as JSON text.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// The object as a raw value.
+    pub fn to_raw(&self) -> Box<RawValue> {
+        RawValue::from_string(self.to_json()).expect("a RawObject writes valid JSON")
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawObject, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Box<RawValue> = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(RawObject { entries })
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Serializes a value into a raw JSON value.
+pub fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("serializable to JSON")
+}
+
+/// A JSON string as a raw value.
+pub fn raw_string(s: &str) -> Box<RawValue> {
+    raw(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_members_and_their_bytes_survive_an_edit() {
+        let text = r#"{"a": 1.50, "b":{"x" : [1,2]},"c":"\u00e9"}"#;
+        let mut obj = RawObject::parse(text).unwrap();
+        obj.set("a", raw(&2));
+        assert_eq!(obj.to_json(), r#"{"a":2,"b":{"x" : [1,2]},"c":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn set_appends_a_missing_member() {
+        let mut obj = RawObject::parse("{}").unwrap();
+        obj.set_value("k", "v");
+        assert_eq!(obj.get_str("k").as_deref(), Some("v"));
+        assert_eq!(obj.to_json(), r#"{"k":"v"}"#);
+    }
+}

@@ -1,0 +1,213 @@
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::{ErrorCode, WireError};
+
+/// Bounds on one message. The defaults suit MCP traffic: large tool results fit, abuse does not.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message in bytes.
+    pub max_bytes: usize,
+    /// Deepest nesting of arrays and objects.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_bytes: 4 * 1024 * 1024, max_depth: 64 }
+    }
+}
+
+/// Checks that `bytes` hold exactly one JSON value, in UTF-8, within `limits`, with no object
+/// that repeats a key.
+///
+/// Duplicate keys matter for a gateway: if the gateway read the first `"name"` and the upstream
+/// the last, a policy could be checked against one tool while another one runs.
+pub fn validate(bytes: &[u8], limits: &Limits) -> Result<(), WireError> {
+    if bytes.len() > limits.max_bytes {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("message of {} bytes exceeds the limit of {} bytes", bytes.len(), limits.max_bytes),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let result = Check { depth: 0, max_depth: limits.max_depth }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    result.map_err(|e| {
+        let text = e.to_string();
+        if text.starts_with(DUPLICATE) || text.starts_with(TOO_DEEP) {
+            WireError::new(ErrorCode::InvalidRequest, text)
+        } else {
+            WireError::new(ErrorCode::Parse, format!("parse error: {text}"))
+        }
+    })
+}
+
+const DUPLICATE: &str = "duplicate key";
+const TOO_DEEP: &str = "nesting deeper than";
+
+#[derive(Clone, Copy)]
+struct Check {
+    depth: usize,
+    max_depth: usize,
+}
+
+impl Check {
+    fn child<E: de::Error>(&self) -> Result<Check, E> {
+        if self.depth >= self.max_depth {
+            return Err(E::custom(format_args!("{TOO_DEEP} {} levels", self.max_depth)));
+        }
+        Ok(Check { depth: self.depth + 1, max_depth: self.max_depth })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Check {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let child = self.child::<A::Error>()?;
+        while seq.next_element_seed(child)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let child = self.child::<A::Error>()?;
+        // Most MCP objects are small: a linear scan beats hashing until they are not.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: Option<HashSet<Cow<'de, str>>> = None;
+        while let Some(Key(key)) = map.next_key()? {
+            let seen = match &mut many {
+                Some(set) => !set.insert(key.clone()),
+                None if few.len() < 16 => {
+                    let seen = few.contains(&key);
+                    few.push(key.clone());
+                    seen
+                }
+                None => {
+                    let mut set: HashSet<_> = few.drain(..).collect();
+                    let seen = !set.insert(key.clone());
+                    many = Some(set);
+                    seen
+                }
+            };
+            if seen {
+                return Err(de::Error::custom(format_args!("{DUPLICATE} {key:?} in an object")));
+            }
+            map.next_value_seed(child)?;
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key<'de>, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &[u8]) -> Result<(), WireError> {
+        validate(text, &Limits::default())
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let err = check(br#"{"a":{"b":1,"b":2}}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(err.message.contains("duplicate key \"b\""), "{}", err.message);
+    }
+
+    #[test]
+    fn escaped_duplicate_keys_are_refused() {
+        let err = check(br#"{"name":1,"n\u0061me":2}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn duplicates_in_large_objects_are_found() {
+        let mut text = String::from("{");
+        for i in 0..40 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str("\"k3\":0}");
+        assert!(check(text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let text = "[".repeat(100_000);
+        let err = check(text.as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRequest);
+        assert!(err.message.contains("nesting"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_parse_error() {
+        let err = check(b"{\"a\":\"\xff\"}").unwrap_err();
+        assert_eq!(err.code, ErrorCode::Parse);
+    }
+
+    #[test]
+    fn trailing_garbage_is_a_parse_error() {
+        assert_eq!(check(b"{} {}").unwrap_err().code, ErrorCode::Parse);
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_parsing() {
+        let limits = Limits { max_bytes: 10, max_depth: 8 };
+        assert!(validate(b"{\"aaaaaaaaaaaa\":1}", &limits).is_err());
+    }
+}
