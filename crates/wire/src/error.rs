@@ -48,6 +48,10 @@ pub struct WireError {
 
 impl WireError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        WireError { code, message: message.into(), id: None }
+        WireError {
+            code,
+            message: message.into(),
+            id: None,
+        }
     }
 }

@@ -24,7 +24,11 @@ pub struct LineReader<R> {
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// Wraps a buffered reader; lines longer than `max` bytes are skipped and reported.
     pub fn new(inner: R, max: usize) -> Self {
-        LineReader { inner, max, buf: Vec::new() }
+        LineReader {
+            inner,
+            max,
+            buf: Vec::new(),
+        }
     }
 
     /// Reads the next line.
@@ -114,7 +118,10 @@ mod tests {
     #[tokio::test]
     async fn an_overlong_line_is_skipped_and_the_next_one_is_read() {
         let got = lines(b"0123456789abcdef\nok\n", 8).await;
-        assert_eq!(got, vec![Line::TooLong(16), Line::Data(b"ok".to_vec()), Line::Eof]);
+        assert_eq!(
+            got,
+            vec![Line::TooLong(16), Line::Data(b"ok".to_vec()), Line::Eof]
+        );
     }
 
     #[tokio::test]

@@ -37,11 +37,18 @@ impl Message {
                     "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
                 ));
             }
-            _ => return Err(WireError::new(ErrorCode::InvalidRequest, "a message must be a JSON object")),
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "a message must be a JSON object",
+                ));
+            }
         }
         // validate() proved the bytes are UTF-8 JSON.
-        let text = std::str::from_utf8(bytes).map_err(|_| WireError::new(ErrorCode::Parse, "invalid UTF-8"))?;
-        let body = RawObject::parse(text).map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| WireError::new(ErrorCode::Parse, "invalid UTF-8"))?;
+        let body =
+            RawObject::parse(text).map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
         Message::from_object(body)
     }
 
@@ -49,25 +56,35 @@ impl Message {
     pub fn from_object(body: RawObject) -> Result<Message, WireError> {
         let raw_id = body.get("id").filter(|v| v.get() != "null");
         let id = raw_id.and_then(Id::from_raw);
-        let invalid = |msg: &str, id: Option<Id>| WireError { code: ErrorCode::InvalidRequest, message: msg.to_owned(), id };
+        let invalid = |msg: &str, id: Option<Id>| WireError {
+            code: ErrorCode::InvalidRequest,
+            message: msg.to_owned(),
+            id,
+        };
         if body.get_str("jsonrpc").as_deref() != Some("2.0") {
             return Err(invalid("\"jsonrpc\" must be \"2.0\"", id));
         }
         let method = match body.get("method") {
             Some(m) => Some(
-                serde_json::from_str::<String>(m.get()).map_err(|_| invalid("\"method\" must be a string", id.clone()))?,
+                serde_json::from_str::<String>(m.get())
+                    .map_err(|_| invalid("\"method\" must be a string", id.clone()))?,
             ),
             None => None,
         };
         let kind = match (&method, raw_id) {
-            (Some(_), None) if body.contains("id") => return Err(invalid("a request id must not be null", None)),
+            (Some(_), None) if body.contains("id") => {
+                return Err(invalid("a request id must not be null", None));
+            }
             (Some(_), None) => Kind::Notification,
             (Some(_), Some(_)) => Kind::Request,
             (None, _) => {
                 let has_result = body.contains("result");
                 let has_error = body.contains("error");
                 if has_result == has_error {
-                    return Err(invalid("a message needs \"method\", or exactly one of \"result\" and \"error\"", id));
+                    return Err(invalid(
+                        "a message needs \"method\", or exactly one of \"result\" and \"error\"",
+                        id,
+                    ));
                 }
                 Kind::Response
             }
@@ -78,7 +95,12 @@ impl Message {
         if kind == Kind::Response && id.is_none() && !body.contains("error") {
             return Err(invalid("a response needs an id", None));
         }
-        Ok(Message { kind, id, method, body })
+        Ok(Message {
+            kind,
+            id,
+            method,
+            body,
+        })
     }
 
     /// A request.
@@ -89,7 +111,12 @@ impl Message {
         if let Some(p) = params {
             body.set("params", p.to_owned());
         }
-        Message { kind: Kind::Request, id: Some(id), method: Some(method.to_owned()), body }
+        Message {
+            kind: Kind::Request,
+            id: Some(id),
+            method: Some(method.to_owned()),
+            body,
+        }
     }
 
     /// A notification.
@@ -99,7 +126,12 @@ impl Message {
         if let Some(p) = params {
             body.set("params", p.to_owned());
         }
-        Message { kind: Kind::Notification, id: None, method: Some(method.to_owned()), body }
+        Message {
+            kind: Kind::Notification,
+            id: None,
+            method: Some(method.to_owned()),
+            body,
+        }
     }
 
     /// A successful response.
@@ -107,18 +139,32 @@ impl Message {
         let mut body = envelope();
         body.set("id", id.as_raw().to_owned());
         body.set("result", result);
-        Message { kind: Kind::Response, id: Some(id), method: None, body }
+        Message {
+            kind: Kind::Response,
+            id: Some(id),
+            method: None,
+            body,
+        }
     }
 
     /// An error response. `id` is `None` only when the request's id could not be read.
     pub fn error(id: Option<Id>, code: i64, message: &str) -> Message {
         let mut body = envelope();
-        body.set("id", id.as_ref().map_or_else(|| raw(&()), |i| i.as_raw().to_owned()));
+        body.set(
+            "id",
+            id.as_ref()
+                .map_or_else(|| raw(&()), |i| i.as_raw().to_owned()),
+        );
         let mut error = RawObject::new();
         error.set_value("code", &code);
         error.set_value("message", message);
         body.set("error", error.to_raw());
-        Message { kind: Kind::Response, id, method: None, body }
+        Message {
+            kind: Kind::Response,
+            id,
+            method: None,
+            body,
+        }
     }
 
     /// The error response for a refused message.
@@ -202,7 +248,9 @@ impl Message {
 
     /// Sets `params._meta.progressToken`, keeping every other member of `params` and `_meta`.
     pub fn set_progress_token(&mut self, token: Box<RawValue>) {
-        let Ok(mut params) = self.params() else { return };
+        let Ok(mut params) = self.params() else {
+            return;
+        };
         let mut meta = params.get_object("_meta").unwrap_or_default();
         meta.set("progressToken", token);
         params.set("_meta", meta.to_raw());
@@ -263,15 +311,26 @@ mod tests {
     #[test]
     fn odd_ids_are_refused() {
         for id in ["null", "{}", "[1]", "true", "1.5"] {
-            let err = parse(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)).unwrap_err();
+            let err =
+                parse(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#)).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidRequest, "id {id}");
         }
     }
 
     #[test]
     fn kinds_are_told_apart() {
-        assert_eq!(parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap().kind(), Kind::Notification);
-        assert_eq!(parse(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#).unwrap().kind(), Kind::Response);
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+                .unwrap()
+                .kind(),
+            Kind::Notification
+        );
+        assert_eq!(
+            parse(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#)
+                .unwrap()
+                .kind(),
+            Kind::Response
+        );
         assert!(parse(r#"{"jsonrpc":"2.0","id":3}"#).is_err());
         assert!(parse(r#"{"jsonrpc":"1.0","id":3,"method":"x"}"#).is_err());
     }

@@ -28,12 +28,16 @@ impl RawObject {
 
     /// The raw value of a member.
     pub fn get(&self, key: &str) -> Option<&RawValue> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| &**v)
     }
 
     /// A member read as a string, if it is one.
     pub fn get_str(&self, key: &str) -> Option<String> {
-        self.get(key).and_then(|v| serde_json::from_str(v.get()).ok())
+        self.get(key)
+            .and_then(|v| serde_json::from_str(v.get()).ok())
     }
 
     /// A member read as an object, if it is one.
@@ -91,7 +95,13 @@ impl RawObject {
 
     /// The object as JSON text.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(self.entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+        let mut out = String::with_capacity(
+            self.entries
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 2,
+        );
         self.write_to(&mut out);
         out
     }

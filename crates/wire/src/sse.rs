@@ -56,7 +56,14 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that refuses events larger than `max_event` bytes.
     pub fn new(max_event: usize) -> Decoder {
-        Decoder { buf: Vec::new(), max_event, data: String::new(), event: String::new(), id: None, has_data: false }
+        Decoder {
+            buf: Vec::new(),
+            max_event,
+            data: String::new(),
+            event: String::new(),
+            id: None,
+            has_data: false,
+        }
     }
 
     /// Adds a chunk and returns the events it completed.
@@ -68,7 +75,9 @@ impl Decoder {
             let end = start + at;
             let line = &self.buf[start..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let line = std::str::from_utf8(line).map_err(|_| SseError::Utf8)?.to_owned();
+            let line = std::str::from_utf8(line)
+                .map_err(|_| SseError::Utf8)?
+                .to_owned();
             start = end + 1;
             if let Some(event) = self.line(&line)? {
                 events.push(event);
@@ -88,8 +97,16 @@ impl Decoder {
                 return Ok(None);
             }
             self.has_data = false;
-            let event = if self.event.is_empty() { "message".to_owned() } else { std::mem::take(&mut self.event) };
-            return Ok(Some(Event { event, data: std::mem::take(&mut self.data), id: self.id.clone() }));
+            let event = if self.event.is_empty() {
+                "message".to_owned()
+            } else {
+                std::mem::take(&mut self.event)
+            };
+            return Ok(Some(Event {
+                event,
+                data: std::mem::take(&mut self.data),
+                id: self.id.clone(),
+            }));
         }
         if line.starts_with(':') {
             return Ok(None);
@@ -130,13 +147,22 @@ mod tests {
         for b in wire.as_bytes() {
             events.extend(d.feed(&[*b]).unwrap());
         }
-        assert_eq!(events, vec![Event { event: "message".into(), data: json.into(), id: Some("7".into()) }]);
+        assert_eq!(
+            events,
+            vec![Event {
+                event: "message".into(),
+                data: json.into(),
+                id: Some("7".into())
+            }]
+        );
     }
 
     #[test]
     fn comments_and_priming_events_without_data_are_skipped() {
         let mut d = Decoder::new(1024);
-        let events = d.feed(b": keepalive\n\nid: 1\ndata:\n\nevent: message\ndata: {}\n\n").unwrap();
+        let events = d
+            .feed(b": keepalive\n\nid: 1\ndata:\n\nevent: message\ndata: {}\n\n")
+            .unwrap();
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].data, "");
         assert_eq!(events[1].data, "{}");

@@ -17,7 +17,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_bytes: 4 * 1024 * 1024, max_depth: 64 }
+        Limits {
+            max_bytes: 4 * 1024 * 1024,
+            max_depth: 64,
+        }
     }
 }
 
@@ -30,13 +33,20 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<(), WireError> {
     if bytes.len() > limits.max_bytes {
         return Err(WireError::new(
             ErrorCode::InvalidRequest,
-            format!("message of {} bytes exceeds the limit of {} bytes", bytes.len(), limits.max_bytes),
+            format!(
+                "message of {} bytes exceeds the limit of {} bytes",
+                bytes.len(),
+                limits.max_bytes
+            ),
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = Check { depth: 0, max_depth: limits.max_depth }
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+    let result = Check {
+        depth: 0,
+        max_depth: limits.max_depth,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
     result.map_err(|e| {
         let text = e.to_string();
         if text.starts_with(DUPLICATE) || text.starts_with(TOO_DEEP) {
@@ -59,9 +69,15 @@ struct Check {
 impl Check {
     fn child<E: de::Error>(&self) -> Result<Check, E> {
         if self.depth >= self.max_depth {
-            return Err(E::custom(format_args!("{TOO_DEEP} {} levels", self.max_depth)));
+            return Err(E::custom(format_args!(
+                "{TOO_DEEP} {} levels",
+                self.max_depth
+            )));
         }
-        Ok(Check { depth: self.depth + 1, max_depth: self.max_depth })
+        Ok(Check {
+            depth: self.depth + 1,
+            max_depth: self.max_depth,
+        })
     }
 }
 
@@ -125,7 +141,9 @@ impl<'de> Visitor<'de> for Check {
                 }
             };
             if seen {
-                return Err(de::Error::custom(format_args!("{DUPLICATE} {key:?} in an object")));
+                return Err(de::Error::custom(format_args!(
+                    "{DUPLICATE} {key:?} in an object"
+                )));
             }
             map.next_value_seed(child)?;
         }
@@ -167,7 +185,11 @@ mod tests {
     fn duplicate_keys_are_refused_at_any_depth() {
         let err = check(br#"{"a":{"b":1,"b":2}}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRequest);
-        assert!(err.message.contains("duplicate key \"b\""), "{}", err.message);
+        assert!(
+            err.message.contains("duplicate key \"b\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -207,7 +229,10 @@ mod tests {
 
     #[test]
     fn oversized_input_is_refused_before_parsing() {
-        let limits = Limits { max_bytes: 10, max_depth: 8 };
+        let limits = Limits {
+            max_bytes: 10,
+            max_depth: 8,
+        };
         assert!(validate(b"{\"aaaaaaaaaaaa\":1}", &limits).is_err());
     }
 }

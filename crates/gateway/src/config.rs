@@ -1,0 +1,653 @@
+//! The gateway's configuration file (TOML), documented in `docs/config.md`.
+//!
+//! Raw TOML is deserialized with unknown keys refused, then validated into [`Config`]; every
+//! error names the key and, where TOML tells, the line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error, ready to print: it names the file, the key and the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped key.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// TOML's message, which shows the line and the key.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("{path}: {key}{}: {message}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key, e.g. `servers.ssh.url`.
+        key: String,
+        /// The line of the table that holds it, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How a stdio upstream's child processes are shared among downstream sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// One child (or upstream HTTP session) per downstream session: safe for stateful servers.
+    #[default]
+    PerSession,
+    /// One child multiplexed for all sessions, with remapped ids: for stateless servers.
+    Shared,
+}
+
+/// How to reach one upstream MCP server.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// A child process speaking newline-delimited JSON-RPC on stdin/stdout.
+    Stdio {
+        /// The program.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+        /// Extra environment variables.
+        env: BTreeMap<String, String>,
+        /// The working directory.
+        cwd: Option<PathBuf>,
+    },
+    /// A Streamable HTTP endpoint.
+    Http {
+        /// The endpoint URL.
+        url: String,
+        /// Headers sent with every request (for example the upstream's own credentials).
+        headers: BTreeMap<String, String>,
+    },
+}
+
+/// One upstream server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The name used in exposed tool names (`name__tool`) and in `/mcp/{name}`.
+    pub name: String,
+    /// How to reach it.
+    pub transport: Transport,
+    /// Per-session children, or one shared child.
+    pub isolation: Isolation,
+    /// Relay `sampling/createMessage` requests from this server to clients.
+    pub allow_sampling: bool,
+    /// Relay `roots/list` requests from this server to clients.
+    pub allow_roots: bool,
+    /// How long connecting and the initialize handshake may take.
+    pub startup_timeout: Duration,
+    /// How long one request may wait for its response.
+    pub request_timeout: Duration,
+}
+
+/// One grant: a bearer token, stored as its SHA-256, bound to a policy.
+#[derive(Debug, Clone)]
+pub struct GrantConfig {
+    /// The grant's name, e.g. `alice-laptop`.
+    pub name: String,
+    /// SHA-256 of the token, 32 bytes.
+    pub token_sha256: [u8; 32],
+    /// The policy file, resolved against the config's directory.
+    pub policy: Option<PathBuf>,
+}
+
+/// Where the gateway listens and whom it believes.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The Streamable HTTP listener (endpoint `/mcp`).
+    pub mcp: SocketAddr,
+    /// `Host` header values accepted besides the loopback names of the listener's port.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted besides loopback origins.
+    pub allowed_origins: Vec<String>,
+    /// The grant given to requests without a token (for local clients that cannot send
+    /// headers). Off by default: then every request needs a token.
+    pub anonymous_grant: Option<String>,
+}
+
+/// Bounds that protect the gateway and its upstreams.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest HTTP body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest stdio line, downstream and upstream.
+    pub max_line_bytes: usize,
+    /// Deepest JSON nesting.
+    pub max_json_depth: usize,
+    /// Open sessions per grant.
+    pub sessions_per_grant: usize,
+    /// Open SSE streams (GET streams and streamed POST responses) per grant.
+    pub streams_per_grant: usize,
+    /// A session unused this long is closed.
+    pub session_idle_timeout: Duration,
+    /// Items per page of the gateway's own list results.
+    pub page_size: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (relative paths in it resolve against its directory).
+    pub path: PathBuf,
+    /// Listeners.
+    pub listen: ListenConfig,
+    /// The embedded state directory.
+    pub state_dir: PathBuf,
+    /// Limits.
+    pub limits: LimitsConfig,
+    /// Upstream servers in a stable order (by name).
+    pub servers: Vec<ServerConfig>,
+    /// Grants by name.
+    pub grants: Vec<GrantConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    limits: RawLimits,
+    servers_from: Option<String>,
+    #[serde(default)]
+    servers: BTreeMap<String, toml::Spanned<RawServer>>,
+    #[serde(default)]
+    grants: BTreeMap<String, toml::Spanned<RawGrant>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    mcp: Option<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    anonymous_grant: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+    max_line_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+    sessions_per_grant: Option<usize>,
+    streams_per_grant: Option<usize>,
+    session_idle_timeout: Option<String>,
+    page_size: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    command: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    isolation: Isolation,
+    #[serde(default)]
+    allow_sampling: bool,
+    #[serde(default)]
+    allow_roots: bool,
+    startup_timeout: Option<String>,
+    request_timeout: Option<String>,
+    /// Claude Desktop files say `"type": "stdio" | "http" | "streamable-http"`; accepted and checked.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    token_sha256: String,
+    policy: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ClaudeDesktopFile {
+    #[serde(rename = "mcpServers")]
+    mcp_servers: BTreeMap<String, RawServer>,
+}
+
+/// The default Streamable HTTP listener: loopback only.
+pub const DEFAULT_MCP_LISTEN: &str = "127.0.0.1:8787";
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates configuration text; `env` looks up `${VAR}` references.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let line_of = |span: std::ops::Range<usize>| {
+            Some(text[..span.start.min(text.len())].lines().count().max(1))
+        };
+        let invalid = |key: String, line: Option<usize>, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            line,
+            message,
+        };
+
+        let mcp = raw.listen.mcp.as_deref().unwrap_or(DEFAULT_MCP_LISTEN);
+        let mcp: SocketAddr = mcp.parse().map_err(|_| {
+            invalid(
+                "listen.mcp".into(),
+                None,
+                format!("{mcp:?} is not an address like 127.0.0.1:8787"),
+            )
+        })?;
+
+        let d = LimitsConfig::default();
+        let l = raw.limits;
+        let limits = LimitsConfig {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_line_bytes: l.max_line_bytes.unwrap_or(d.max_line_bytes),
+            max_json_depth: l.max_json_depth.unwrap_or(d.max_json_depth),
+            sessions_per_grant: l.sessions_per_grant.unwrap_or(d.sessions_per_grant),
+            streams_per_grant: l.streams_per_grant.unwrap_or(d.streams_per_grant),
+            session_idle_timeout: match l.session_idle_timeout {
+                Some(s) => parse_duration(&s)
+                    .map_err(|m| invalid("limits.session_idle_timeout".into(), None, m))?,
+                None => d.session_idle_timeout,
+            },
+            page_size: l.page_size.unwrap_or(d.page_size).max(1),
+        };
+
+        let mut servers = Vec::new();
+        for (name, spanned) in &raw.servers {
+            let line = line_of(spanned.span());
+            servers.push(
+                server(name, spanned.get_ref(), &base, env)
+                    .map_err(|(k, m)| invalid(format!("servers.{name}{k}"), line, m))?,
+            );
+        }
+        if let Some(file) = &raw.servers_from {
+            let file_path = base.join(file);
+            let json = std::fs::read_to_string(&file_path).map_err(|e| {
+                invalid(
+                    "servers_from".into(),
+                    None,
+                    format!("cannot read {}: {e}", file_path.display()),
+                )
+            })?;
+            let desktop: ClaudeDesktopFile = serde_json::from_str(&json).map_err(|e| {
+                invalid(
+                    "servers_from".into(),
+                    None,
+                    format!("{}: {e}", file_path.display()),
+                )
+            })?;
+            for (name, raw_server) in &desktop.mcp_servers {
+                if raw.servers.contains_key(name) {
+                    return Err(invalid(
+                        format!("servers.{name}"),
+                        None,
+                        format!("defined both here and in {}", file_path.display()),
+                    ));
+                }
+                let dir = file_path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                servers.push(
+                    server(name, raw_server, &dir, env).map_err(|(k, m)| {
+                        invalid(format!("{file}: mcpServers.{name}{k}"), None, m)
+                    })?,
+                );
+            }
+            servers.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+
+        let mut grants = Vec::new();
+        for (name, spanned) in &raw.grants {
+            let line = line_of(spanned.span());
+            let g = spanned.get_ref();
+            if !valid_name(name, 64, b"_-.") {
+                return Err(invalid(
+                    format!("grants.{name}"),
+                    line,
+                    "a grant name is 1-64 of A-Z a-z 0-9 _ - .".into(),
+                ));
+            }
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(g.token_sha256.trim(), &mut hash).map_err(|_| {
+                invalid(
+                    format!("grants.{name}.token_sha256"),
+                    line,
+                    "expected 64 hex digits (as printed by `toolgate grant new`)".into(),
+                )
+            })?;
+            grants.push(GrantConfig {
+                name: name.clone(),
+                token_sha256: hash,
+                policy: g.policy.as_ref().map(|p| base.join(p)),
+            });
+        }
+
+        if let Some(name) = &raw.listen.anonymous_grant
+            && !grants.iter().any(|g| &g.name == name)
+        {
+            return Err(invalid(
+                "listen.anonymous_grant".into(),
+                None,
+                format!("no grant named {name:?}"),
+            ));
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            listen: ListenConfig {
+                mcp,
+                allowed_hosts: raw.listen.allowed_hosts,
+                allowed_origins: raw.listen.allowed_origins,
+                anonymous_grant: raw.listen.anonymous_grant,
+            },
+            state_dir: base.join(raw.state.dir.as_deref().unwrap_or(".toolgate")),
+            limits,
+            servers,
+            grants,
+        })
+    }
+
+    /// The server with this name.
+    pub fn server(&self, name: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_line_bytes: 4 * 1024 * 1024,
+            max_json_depth: 64,
+            sessions_per_grant: 256,
+            streams_per_grant: 256,
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            page_size: 500,
+        }
+    }
+}
+
+type FieldError = (String, String);
+
+fn server(
+    name: &str,
+    raw: &RawServer,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerConfig, FieldError> {
+    if !valid_name(name, 32, b"_-")
+        || name.contains("__")
+        || name.starts_with('_')
+        || name.ends_with('_')
+    {
+        return Err((
+            String::new(),
+            "a server name is 1-32 of A-Z a-z 0-9 _ -, without \"__\" and not starting or ending with \"_\"".into(),
+        ));
+    }
+    let expand_map = |key: &str,
+                      map: &BTreeMap<String, String>|
+     -> Result<BTreeMap<String, String>, FieldError> {
+        map.iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    expand(v, env).map_err(|m| (format!(".{key}.{k}"), m))?,
+                ))
+            })
+            .collect()
+    };
+    let transport = match (&raw.command, &raw.url) {
+        (Some(command), None) => {
+            if let Some(kind) = raw.kind.as_deref().filter(|k| *k != "stdio") {
+                return Err((
+                    ".type".into(),
+                    format!("{kind:?} does not go with \"command\""),
+                ));
+            }
+            Transport::Stdio {
+                command: expand(command, env).map_err(|m| (".command".into(), m))?,
+                args: raw
+                    .args
+                    .iter()
+                    .map(|a| expand(a, env))
+                    .collect::<Result<_, _>>()
+                    .map_err(|m| (".args".to_string(), m))?,
+                env: expand_map("env", &raw.env)?,
+                cwd: raw.cwd.as_ref().map(|c| base.join(c)),
+            }
+        }
+        (None, Some(url)) => {
+            if let Some(kind) = raw
+                .kind
+                .as_deref()
+                .filter(|k| !matches!(*k, "http" | "streamable-http" | "streamableHttp"))
+            {
+                return Err((
+                    ".type".into(),
+                    format!("{kind:?} is not supported; use Streamable HTTP (\"http\")"),
+                ));
+            }
+            let url = expand(url, env).map_err(|m| (".url".into(), m))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err((
+                    ".url".into(),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            Transport::Http {
+                url,
+                headers: expand_map("headers", &raw.headers)?,
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err((
+                String::new(),
+                "give either \"command\" or \"url\", not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err((
+                String::new(),
+                "needs \"command\" (stdio) or \"url\" (Streamable HTTP)".into(),
+            ));
+        }
+    };
+    let duration = |key: &str, value: &Option<String>, default: u64| match value {
+        Some(v) => parse_duration(v).map_err(|m| (format!(".{key}"), m)),
+        None => Ok(Duration::from_secs(default)),
+    };
+    Ok(ServerConfig {
+        name: name.to_owned(),
+        transport,
+        isolation: raw.isolation,
+        allow_sampling: raw.allow_sampling,
+        allow_roots: raw.allow_roots,
+        startup_timeout: duration("startup_timeout", &raw.startup_timeout, 60)?,
+        request_timeout: duration("request_timeout", &raw.request_timeout, 600)?,
+    })
+}
+
+fn valid_name(name: &str, max: usize, extra: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
+/// Expands `${VAR}` from the environment; a missing variable is an error, `$$` is a literal `$`.
+fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix("${") {
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {value:?}"))?;
+            let name = &after[..end];
+            out.push_str(
+                &env(name).ok_or_else(|| format!("environment variable {name} is not set"))?,
+            );
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses `500ms`, `30s`, `10m`, `2h`, `1d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 10m or 2h"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} is not a duration like 30s, 10m or 2h")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/toolgate/toolgate.toml"), text, &|k| {
+            (k == "TOKEN").then(|| "s3cret".to_string())
+        })
+    }
+
+    #[test]
+    fn the_documented_shape_loads() {
+        let c = parse(
+            r#"
+[listen]
+mcp = "127.0.0.1:8787"
+[state]
+dir = ".toolgate"
+[servers.ssh]
+command = "ssh-mcp"
+args = ["--config", "ssh-hosts.toml"]
+env = { RUST_LOG = "warn" }
+isolation = "per-session"
+[servers.docs]
+url = "http://127.0.0.1:9000/mcp"
+headers = { Authorization = "Bearer ${TOKEN}" }
+[grants.alice-laptop]
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+policy = "policies/alice.json"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 2);
+        let Transport::Http { headers, .. } = &c.server("docs").unwrap().transport else {
+            panic!("docs is http")
+        };
+        assert_eq!(headers["Authorization"], "Bearer s3cret");
+        assert_eq!(
+            c.grants[0].policy.as_deref(),
+            Some(Path::new("/etc/toolgate/policies/alice.json"))
+        );
+        assert_eq!(c.state_dir, Path::new("/etc/toolgate/.toolgate"));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = parse("[servers.a]\ncommand = \"x\"\ncomand = \"y\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("comand") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn a_server_with_neither_command_nor_url_is_named_with_its_line() {
+        let err = parse("[listen]\nmcp = \"127.0.0.1:1\"\n\n[servers.broken]\nargs = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("servers.broken") && err.contains("line 4") && err.contains("command"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_environment_variable_is_an_error() {
+        let err = parse("[servers.a]\nurl = \"http://h/${NOPE}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("servers.a.url") && err.contains("NOPE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

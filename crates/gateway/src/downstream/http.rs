@@ -1,0 +1,717 @@
+//! Streamable HTTP for downstream clients: `POST`, `GET` and `DELETE` on `/mcp` (every server)
+//! and `/mcp/{server}` (one server, names unchanged), plus `/healthz` and `/metrics`.
+//!
+//! Every request passes, in order: the Host check (421), the Origin check (403), the grant
+//! (401), the body limit (413), strict parsing (400). Only then does a message reach a session.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::Stream;
+use serde_json::json;
+use tokio::sync::mpsc;
+use toolgate_wire::{ErrorCode, Id, Kind, Limits, Message, sse};
+
+use crate::gateway::{Gateway, OpenError, StreamPermit};
+use crate::grant::Grant;
+use crate::session::{HANDSHAKE_VERSIONS, Mode, STATELESS_VERSION, Session};
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+struct AppState {
+    gateway: Arc<Gateway>,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+    anonymous: Option<Arc<Grant>>,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// The router for the MCP listener bound to `local`.
+pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
+    let port = local.port();
+    let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .map(|h| format!("{h}:{port}"))
+        .collect();
+    if port == 80 {
+        hosts.extend(["127.0.0.1", "localhost", "[::1]"].map(String::from));
+    }
+    hosts.extend(gateway.config.listen.allowed_hosts.iter().cloned());
+    let mut origins: Vec<String> = hosts.iter().map(|h| format!("http://{h}")).collect();
+    origins.extend(gateway.config.listen.allowed_origins.iter().cloned());
+    let anonymous = gateway
+        .config
+        .listen
+        .anonymous_grant
+        .as_deref()
+        .and_then(|name| gateway.grants.by_name(name));
+    let state = Arc::new(AppState {
+        gateway,
+        hosts,
+        origins,
+        anonymous,
+    });
+    Router::new()
+        .route(
+            "/mcp",
+            get(get_stream).post(post_message).delete(delete_session),
+        )
+        .route(
+            "/mcp/{server}",
+            get(get_stream_scoped)
+                .post(post_message_scoped)
+                .delete(delete_session_scoped),
+        )
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            count_status,
+        ))
+        .with_state(state)
+}
+
+async fn count_status(State(state): Shared, response: Response) -> Response {
+    state
+        .gateway
+        .metrics
+        .record_status(response.status().as_u16());
+    response
+}
+
+async fn healthz(State(state): Shared) -> Response {
+    let servers: Vec<_> = state
+        .gateway
+        .config
+        .servers
+        .iter()
+        .map(|s| &s.name)
+        .collect();
+    let body =
+        json!({"status": "ok", "sessions": state.gateway.session_count(), "servers": servers});
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = check_host_origin(&state, &headers) {
+        return r;
+    }
+    let text = state.gateway.metrics.render(state.gateway.session_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A JSON-RPC error as an HTTP response.
+fn rpc_error(status: StatusCode, id: Option<Id>, code: ErrorCode, message: &str) -> Response {
+    json_response(status, &Message::error(id, code.code(), message))
+}
+
+fn json_response(status: StatusCode, message: &Message) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        message.to_json(),
+    )
+        .into_response()
+}
+
+fn check_host_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !state.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return Err(rpc_error(
+            StatusCode::MISDIRECTED_REQUEST,
+            None,
+            ErrorCode::InvalidRequest,
+            &format!("Host {host:?} is not allowed"),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !state.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            return Err(rpc_error(
+                StatusCode::FORBIDDEN,
+                None,
+                ErrorCode::InvalidRequest,
+                &format!("Origin {origin:?} is not allowed"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Host, Origin and grant, in that order.
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Grant>, Response> {
+    check_host_origin(state, headers)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let grant = match token {
+        Some(token) => state.gateway.grants.authenticate(token.trim()),
+        None => state.anonymous.clone(),
+    };
+    grant.ok_or_else(|| {
+        let mut r = rpc_error(
+            StatusCode::UNAUTHORIZED,
+            None,
+            ErrorCode::InvalidRequest,
+            "a valid grant token is required (Authorization: Bearer ...)",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"toolgate\""),
+        );
+        r
+    })
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn post_message(state: Shared, headers: HeaderMap, body: Body) -> Response {
+    post(state, None, headers, body).await
+}
+
+async fn post_message_scoped(
+    state: Shared,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    post(state, Some(server), headers, body).await
+}
+
+async fn post(
+    State(state): Shared,
+    scope: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let grant = match admit(&state, &headers) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let gateway = &state.gateway;
+    let limits = &gateway.config.limits;
+    let content_type = header_str(&headers, "content-type").unwrap_or_default();
+    if !content_type.starts_with("application/json") {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            ErrorCode::InvalidRequest,
+            "Content-Type must be application/json",
+        );
+    }
+    let too_large = || {
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            ErrorCode::InvalidRequest,
+            &format!("request body exceeds {} bytes", limits.max_body_bytes),
+        )
+    };
+    if header_str(&headers, "content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .is_some_and(|l| l > limits.max_body_bytes)
+    {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return too_large(),
+    };
+    let wire_limits = Limits {
+        max_bytes: limits.max_body_bytes,
+        max_depth: limits.max_json_depth,
+    };
+    let message = match Message::parse(&bytes, &wire_limits) {
+        Ok(m) => m,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id.clone(), e.code, &e.message),
+    };
+
+    let session = match header_str(&headers, SESSION_HEADER) {
+        Some(id) => match gateway.session(id, &grant).filter(|s| s.scope == scope) {
+            Some(s) => {
+                if let Some(v) =
+                    header_str(&headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
+                {
+                    return rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        message.id().cloned(),
+                        ErrorCode::InvalidRequest,
+                        &format!("unsupported MCP-Protocol-Version {v:?}"),
+                    );
+                }
+                s
+            }
+            None => {
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    message.id().cloned(),
+                    ErrorCode::InvalidRequest,
+                    "Session not found",
+                );
+            }
+        },
+        None if message.method() == Some("initialize") && message.kind() == Kind::Request => {
+            return initialize(&state, grant, scope.as_deref(), message).await;
+        }
+        None => match stateless_version(&headers, &message) {
+            Some(version) => {
+                if let Err(r) = check_stateless(&headers, &message, &version) {
+                    return r;
+                }
+                match gateway
+                    .stateless_session(grant.clone(), scope.as_deref())
+                    .await
+                {
+                    Ok(s) => s,
+                    Err(e) => return open_failed(message.id().cloned(), e),
+                }
+            }
+            None => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    message.id().cloned(),
+                    ErrorCode::InvalidRequest,
+                    "Bad Request: missing Mcp-Session-Id (send initialize first)",
+                );
+            }
+        },
+    };
+
+    match message.kind() {
+        Kind::Request => reply(gateway, &grant, &session, message).await,
+        Kind::Notification => {
+            session.handle_notification(message);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Kind::Response if session.mode == Mode::Stateless => rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::InvalidRequest,
+            "2026-07-28 clients send no responses",
+        ),
+        Kind::Response => {
+            session.handle_response(message);
+            StatusCode::ACCEPTED.into_response()
+        }
+    }
+}
+
+async fn initialize(
+    state: &AppState,
+    grant: Arc<Grant>,
+    scope: Option<&str>,
+    message: Message,
+) -> Response {
+    let id = message.id().cloned();
+    let params = match message.params() {
+        Ok(p) => p,
+        Err(e) => return rpc_error(StatusCode::BAD_REQUEST, id, e.code, &e.message),
+    };
+    let empty = toolgate_wire::raw(&json!({}));
+    let caps = params
+        .get("capabilities")
+        .map(|c| c.to_owned())
+        .unwrap_or_else(|| empty.clone());
+    let info = params
+        .get("clientInfo")
+        .map(|c| c.to_owned())
+        .unwrap_or(empty);
+    let session = match state
+        .gateway
+        .open_session(grant, scope, Mode::Handshake, &caps, &info)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return open_failed(id, e),
+    };
+    let result = session.initialize_result(params.get_str("protocolVersion").as_deref());
+    tracing::info!(session = %session.id, grant = %session.grant.name, version = %session.protocol_version(), "session opened");
+    let mut response = json_response(
+        StatusCode::OK,
+        &Message::response(id.expect("initialize is a request"), result),
+    );
+    response.headers_mut().insert(
+        SESSION_HEADER,
+        HeaderValue::from_str(&session.id).expect("hex is a valid header"),
+    );
+    response
+}
+
+fn open_failed(id: Option<Id>, error: OpenError) -> Response {
+    let status = match error {
+        OpenError::UnknownServer(_) => StatusCode::NOT_FOUND,
+        OpenError::TooManySessions(..) => StatusCode::TOO_MANY_REQUESTS,
+    };
+    rpc_error(status, id, ErrorCode::InvalidRequest, &error.to_string())
+}
+
+/// The stateless revision a session-less request asks for, from its header or its `_meta`.
+fn stateless_version(headers: &HeaderMap, message: &Message) -> Option<String> {
+    if let Some(v) = header_str(headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
+    {
+        return Some(v.to_owned());
+    }
+    let meta = message.params().ok()?.get_object("_meta")?;
+    meta.get_str("io.modelcontextprotocol/protocolVersion")
+}
+
+/// 2026-07-28 routing headers must agree with the body, so that what an intermediary routed on
+/// is what the gateway and the upstream read.
+fn check_stateless(headers: &HeaderMap, message: &Message, version: &str) -> Result<(), Response> {
+    let id = message.id().cloned();
+    let mismatch = |what: &str| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            id.clone(),
+            ErrorCode::HeaderMismatch,
+            &format!("{what} header does not match the request body"),
+        )
+    };
+    if version != STATELESS_VERSION {
+        let body = json!({"jsonrpc": "2.0", "id": id.as_ref().map(|i| serde_json::from_str::<serde_json::Value>(i.as_str()).unwrap_or_default()),
+            "error": {"code": -32022, "message": "Unsupported protocol version", "data": {"supported": [STATELESS_VERSION], "requested": version}}});
+        return Err((
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response());
+    }
+    let params = message.params().unwrap_or_default();
+    let meta = params.get_object("_meta").unwrap_or_default();
+    if meta
+        .get_str("io.modelcontextprotocol/protocolVersion")
+        .as_deref()
+        != Some(version)
+        || !meta.contains("io.modelcontextprotocol/clientCapabilities")
+    {
+        if message.kind() == Kind::Request {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                ErrorCode::InvalidParams,
+                "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
+            ));
+        }
+    }
+    if header_str(headers, VERSION_HEADER) != Some(version) {
+        return Err(mismatch("MCP-Protocol-Version"));
+    }
+    if message.kind() == Kind::Request {
+        if header_str(headers, "mcp-method") != message.method() {
+            return Err(mismatch("Mcp-Method"));
+        }
+        let name = match message.method() {
+            Some("tools/call" | "prompts/get") => params.get_str("name"),
+            Some("resources/read") => params.get_str("uri"),
+            _ => None,
+        };
+        if let Some(name) = name
+            && header_str(headers, "mcp-name")
+                .map(decode_header_value)
+                .as_deref()
+                != Some(name.as_str())
+        {
+            return Err(mismatch("Mcp-Name"));
+        }
+    }
+    Ok(())
+}
+
+/// Header values that are not plain ASCII travel as `=?base64?...?=`.
+fn decode_header_value(value: &str) -> String {
+    value
+        .strip_prefix("=?base64?")
+        .and_then(|v| v.strip_suffix("?="))
+        .and_then(base64_decode)
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_else(|| value.to_owned())
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Sends a request into its session and answers with the response as JSON, or, when the
+/// upstream says something first (progress, logs, a server request), as an SSE stream.
+async fn reply(
+    gateway: &Arc<Gateway>,
+    grant: &Grant,
+    session: &Arc<Session>,
+    message: Message,
+) -> Response {
+    let Some(permit) = gateway.open_stream(grant) else {
+        return rpc_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            message.id().cloned(),
+            ErrorCode::InvalidRequest,
+            "too many open streams for this grant",
+        );
+    };
+    let id = message.id().cloned();
+    let mut rx = session.handle_request(message);
+    let Some(first) = rx.recv().await else {
+        return rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            id,
+            ErrorCode::Internal,
+            "the request ended without a response",
+        );
+    };
+    if first.kind() == Kind::Response {
+        return json_response(StatusCode::OK, &first);
+    }
+    let stream = EventStream {
+        first: Some(first),
+        rx: Some(rx),
+        session: None,
+        keepalive: None,
+        shutdown: None,
+        _permit: permit,
+    };
+    sse_response(stream)
+}
+
+fn sse_response(stream: EventStream) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .expect("static headers are valid")
+}
+
+/// An SSE body fed by a channel. For a GET stream it holds the session's standalone receiver
+/// and gives it back when the client goes away.
+struct EventStream {
+    first: Option<Message>,
+    rx: Option<mpsc::Receiver<Message>>,
+    session: Option<Arc<Session>>,
+    keepalive: Option<tokio::time::Interval>,
+    shutdown: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    _permit: StreamPermit,
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(m) = self.first.take() {
+            return Poll::Ready(Some(Ok(Bytes::from(sse::encode(&m.to_json(), None)))));
+        }
+        if let Some(shutdown) = self.shutdown.as_mut()
+            && shutdown.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(m)) => {
+                return Poll::Ready(Some(Ok(Bytes::from(sse::encode(&m.to_json(), None)))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        if let Some(k) = self.keepalive.as_mut()
+            && k.poll_tick(cx).is_ready()
+        {
+            return Poll::Ready(Some(Ok(Bytes::from_static(b": keepalive\n\n"))));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let (Some(session), Some(rx)) = (self.session.take(), self.rx.take()) {
+            session.return_outbound(rx);
+        }
+    }
+}
+
+async fn get_stream(state: Shared, headers: HeaderMap) -> Response {
+    open_get_stream(state, None, headers).await
+}
+
+async fn get_stream_scoped(
+    state: Shared,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    open_get_stream(state, Some(server), headers).await
+}
+
+/// The standalone stream: list changes and server requests not tied to a client request.
+async fn open_get_stream(
+    State(state): Shared,
+    scope: Option<String>,
+    headers: HeaderMap,
+) -> Response {
+    let grant = match admit(&state, &headers) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    if !header_str(&headers, "accept")
+        .unwrap_or_default()
+        .contains("text/event-stream")
+    {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            ErrorCode::InvalidRequest,
+            "Accept must include text/event-stream",
+        );
+    }
+    let Some(id) = header_str(&headers, SESSION_HEADER) else {
+        if header_str(&headers, VERSION_HEADER) == Some(STATELESS_VERSION) {
+            let mut r = rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                None,
+                ErrorCode::InvalidRequest,
+                "2026-07-28 has no GET stream",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::InvalidRequest,
+            "Bad Request: missing Mcp-Session-Id",
+        );
+    };
+    let Some(session) = state
+        .gateway
+        .session(id, &grant)
+        .filter(|s| s.scope == scope)
+    else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            ErrorCode::InvalidRequest,
+            "Session not found",
+        );
+    };
+    let Some(permit) = state.gateway.open_stream(&grant) else {
+        return rpc_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+            ErrorCode::InvalidRequest,
+            "too many open streams for this grant",
+        );
+    };
+    let Some(rx) = session.take_outbound() else {
+        return rpc_error(
+            StatusCode::CONFLICT,
+            None,
+            ErrorCode::InvalidRequest,
+            "this session already has an open GET stream",
+        );
+    };
+    let mut shutdown = state.gateway.shutting_down();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
+    let stream = EventStream {
+        first: None,
+        rx: Some(rx),
+        session: Some(session),
+        keepalive: Some(keepalive),
+        shutdown: Some(Box::pin(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })),
+        _permit: permit,
+    };
+    sse_response(stream)
+}
+
+async fn delete_session(state: Shared, headers: HeaderMap) -> Response {
+    end_session(state, None, headers)
+}
+
+async fn delete_session_scoped(
+    state: Shared,
+    Path(server): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    end_session(state, Some(server), headers)
+}
+
+fn end_session(State(state): Shared, scope: Option<String>, headers: HeaderMap) -> Response {
+    let grant = match admit(&state, &headers) {
+        Ok(g) => g,
+        Err(r) => return r,
+    };
+    let Some(id) = header_str(&headers, SESSION_HEADER) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::InvalidRequest,
+            "Bad Request: missing Mcp-Session-Id",
+        );
+    };
+    match state
+        .gateway
+        .session(id, &grant)
+        .filter(|s| s.scope == scope)
+    {
+        Some(session) => {
+            state.gateway.close_session(&session.id);
+            tracing::info!(session = %session.id, "session closed by the client");
+            StatusCode::OK.into_response()
+        }
+        None => rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            ErrorCode::InvalidRequest,
+            "Session not found",
+        ),
+    }
+}

@@ -1,0 +1,4 @@
+//! Transports towards MCP clients.
+
+pub mod http;
+pub mod stdio;

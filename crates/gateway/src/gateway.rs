@@ -1,0 +1,262 @@
+//! The gateway: configuration, grants, shared upstreams and the table of live sessions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use rand::RngCore;
+use serde_json::value::RawValue;
+use toolgate_wire::{RawObject, raw};
+
+use crate::config::{Config, Isolation};
+use crate::grant::{Grant, Grants};
+use crate::metrics::Metrics;
+use crate::session::{Mode, Session};
+use crate::upstream::Upstream;
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// `/mcp/{server}` named a server that is not configured.
+    #[error("no server named {0:?}")]
+    UnknownServer(String),
+    /// The grant holds as many sessions as it may.
+    #[error("grant {0:?} has reached its limit of {1} sessions")]
+    TooManySessions(String, usize),
+}
+
+/// Everything the transports share.
+pub struct Gateway {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// The accepted grants.
+    pub grants: Grants,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    shared: Mutex<HashMap<String, Arc<Upstream>>>,
+    sessions: RwLock<HashMap<String, Arc<Session>>>,
+    stateless: Mutex<HashMap<(Arc<str>, Option<String>), Arc<Session>>>,
+    next_key: AtomicU64,
+    streams: Mutex<HashMap<Arc<str>, usize>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// One open SSE stream counted against its grant; released on drop.
+pub struct StreamPermit {
+    gateway: Arc<Gateway>,
+    grant: Arc<str>,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Some(n) = self.gateway.streams.lock().unwrap().get_mut(&self.grant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway for a validated configuration.
+    pub fn new(config: Config) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            grants: Grants::new(&config.grants),
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::default()),
+            shared: Mutex::new(HashMap::new()),
+            sessions: RwLock::new(HashMap::new()),
+            stateless: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            streams: Mutex::new(HashMap::new()),
+            shutdown: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    /// Counts an open stream against the grant's limit; `None` when the grant is at it.
+    pub fn open_stream(self: &Arc<Self>, grant: &Grant) -> Option<StreamPermit> {
+        let mut streams = self.streams.lock().unwrap();
+        let n = streams.entry(grant.name.clone()).or_default();
+        if *n >= self.config.limits.streams_per_grant {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPermit {
+            gateway: self.clone(),
+            grant: grant.name.clone(),
+        })
+    }
+
+    /// Tells long-lived streams to end (graceful shutdown).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves when shutdown begins.
+    pub fn shutting_down(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Opens a session for a client's `initialize` (or the stdio transport), starting its
+    /// per-session upstreams and waiting until each has come up or failed.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        grant: Arc<Grant>,
+        scope: Option<&str>,
+        mode: Mode,
+        client_capabilities: &RawValue,
+        client_info: &RawValue,
+    ) -> Result<Arc<Session>, OpenError> {
+        let servers: Vec<_> = match scope {
+            Some(name) => {
+                vec![
+                    self.config
+                        .server(name)
+                        .ok_or_else(|| OpenError::UnknownServer(name.to_owned()))?
+                        .clone(),
+                ]
+            }
+            None => self.config.servers.clone(),
+        };
+        let limit = self.config.limits.sessions_per_grant;
+        if self.sessions_of(&grant.name) >= limit {
+            return Err(OpenError::TooManySessions(grant.name.to_string(), limit));
+        }
+        let upstreams: Vec<Arc<Upstream>> = servers
+            .into_iter()
+            .map(|server| match server.isolation {
+                Isolation::Shared => self.shared_upstream(&server.name),
+                Isolation::PerSession => Upstream::start(
+                    Arc::new(server),
+                    client_capabilities,
+                    client_info,
+                    self.config.limits.max_line_bytes,
+                ),
+            })
+            .collect();
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let session = Session::new(
+            hex::encode(id),
+            scope.map(str::to_owned),
+            self.next_key.fetch_add(1, Ordering::Relaxed),
+            grant,
+            mode,
+            client_capabilities,
+            upstreams,
+            self.config.clone(),
+            self.metrics.clone(),
+        );
+        futures_util::future::join_all(session.upstreams().iter().map(|u| u.settled())).await;
+        if mode != Mode::Stateless {
+            self.sessions
+                .write()
+                .unwrap()
+                .insert(session.id.clone(), session.clone());
+        }
+        Ok(session)
+    }
+
+    /// The session with this id, if it belongs to `grant`: a session id seen by another grant
+    /// is answered as unknown.
+    pub fn session(&self, id: &str, grant: &Grant) -> Option<Arc<Session>> {
+        let session = self.sessions.read().unwrap().get(id).cloned()?;
+        (session.grant.name == grant.name).then(|| {
+            session.touch();
+            session
+        })
+    }
+
+    /// The implicit session that serves a grant's stateless (2026-07-28) requests.
+    pub async fn stateless_session(
+        self: &Arc<Self>,
+        grant: Arc<Grant>,
+        scope: Option<&str>,
+    ) -> Result<Arc<Session>, OpenError> {
+        let key = (grant.name.clone(), scope.map(str::to_owned));
+        if let Some(s) = self.stateless.lock().unwrap().get(&key) {
+            s.touch();
+            return Ok(s.clone());
+        }
+        let caps = raw(&serde_json::json!({}));
+        let info = raw(
+            &serde_json::json!({"name": "toolgate-stateless", "version": env!("CARGO_PKG_VERSION")}),
+        );
+        let session = self
+            .open_session(grant, scope, Mode::Stateless, &caps, &info)
+            .await?;
+        let mut table = self.stateless.lock().unwrap();
+        Ok(table.entry(key).or_insert(session).clone())
+    }
+
+    /// Ends a session: its per-session upstreams stop when the last request using them ends.
+    pub fn close_session(&self, id: &str) -> bool {
+        self.sessions.write().unwrap().remove(id).is_some()
+    }
+
+    /// Closes sessions idle for longer than the configured timeout. Returns how many.
+    pub fn expire_idle(&self, now: Instant) -> usize {
+        let idle = self.config.limits.session_idle_timeout;
+        let mut expired = 0;
+        self.sessions.write().unwrap().retain(|_, s| {
+            let keep = now.duration_since(s.last_used()) < idle || s.busy();
+            expired += usize::from(!keep);
+            keep
+        });
+        self.stateless
+            .lock()
+            .unwrap()
+            .retain(|_, s| now.duration_since(s.last_used()) < idle || s.busy());
+        expired
+    }
+
+    /// Drops every session (on shutdown): their children are stopped.
+    pub fn close_all(&self) {
+        self.sessions.write().unwrap().clear();
+        self.stateless.lock().unwrap().clear();
+        self.shared.lock().unwrap().clear();
+    }
+
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().unwrap().len()
+    }
+
+    fn sessions_of(&self, grant: &str) -> usize {
+        self.sessions
+            .read()
+            .unwrap()
+            .values()
+            .filter(|s| &*s.grant.name == grant)
+            .count()
+    }
+
+    fn shared_upstream(&self, name: &str) -> Arc<Upstream> {
+        let mut shared = self.shared.lock().unwrap();
+        if let Some(u) = shared.get(name) {
+            return u.clone();
+        }
+        let server = self
+            .config
+            .server(name)
+            .expect("caller looked the server up")
+            .clone();
+        let mut caps = RawObject::new();
+        caps.set_value("elicitation", &serde_json::json!({}));
+        if server.allow_sampling {
+            caps.set_value("sampling", &serde_json::json!({}));
+        }
+        if server.allow_roots {
+            caps.set_value("roots", &serde_json::json!({"listChanged": true}));
+        }
+        let info =
+            raw(&serde_json::json!({"name": "toolgate", "version": env!("CARGO_PKG_VERSION")}));
+        let up = Upstream::start(
+            Arc::new(server),
+            &caps.to_raw(),
+            &info,
+            self.config.limits.max_line_bytes,
+        );
+        shared.insert(name.to_owned(), up.clone());
+        up
+    }
+}

@@ -1,0 +1,66 @@
+//! toolgate's relay: downstream sessions, upstream connectors and the call pipeline.
+//!
+//! See `README.md` beside this file for the design: how a request travels, how ids and progress
+//! tokens are mapped, and how upstreams are supervised.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod downstream;
+pub mod gateway;
+pub mod grant;
+pub mod metrics;
+pub mod names;
+pub mod session;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::Config;
+pub use gateway::Gateway;
+
+/// Serves Streamable HTTP on `listener` until `shutdown` resolves; then lets in-flight requests
+/// finish (for at most `grace`) and stops every upstream.
+pub async fn serve_http(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let app = downstream::http::router(gateway.clone(), local);
+    let expiry = tokio::spawn({
+        let gateway = gateway.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let n = gateway.expire_idle(Instant::now());
+                if n > 0 {
+                    tracing::info!(sessions = n, "closed idle sessions");
+                }
+            }
+        }
+    });
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let gateway = gateway.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            gateway.begin_shutdown();
+            let _ = stopped_tx.send(());
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = tokio::spawn(async move { server.await });
+    let _ = stopped_rx.await;
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
+    }
+    expiry.abort();
+    gateway.close_all();
+    // Give upstream children the moment MCP's stdio shutdown asks for.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}

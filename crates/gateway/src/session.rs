@@ -1,0 +1,847 @@
+//! A downstream session: one MCP client as the gateway sees it, and the life of its requests.
+//!
+//! A request arrives from a transport (HTTP or stdio) as a parsed [`Message`]; the session
+//! answers it itself (`ping`, lists it aggregates, `server/discover`) or routes it to one
+//! upstream, mapping ids and progress tokens on the way out and back. Whatever the upstream
+//! sends about the request flows back on the same reply channel, ending with the response.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
+
+use crate::config::Config;
+use crate::grant::Grant;
+use crate::metrics::Metrics;
+use crate::names;
+use crate::upstream::{Connection, Subscriber, Upstream, UpstreamError};
+
+/// Protocol versions offered to downstream clients that use the handshake, newest first.
+pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// The stateless protocol revision.
+pub const STATELESS_VERSION: &str = "2026-07-28";
+/// `_meta` keys of the stateless revision, which handshake-era upstreams must not see.
+const MODERN_META_PREFIX: &str = "io.modelcontextprotocol/";
+
+/// How the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Handshake-era protocol (2025-11-25 and before), with a session.
+    Handshake,
+    /// 2026-07-28: every request stands alone; no server-to-client requests.
+    Stateless,
+}
+
+/// Messages queued for a client's standalone stream (list changes, server requests) while it
+/// has none open; beyond this they are dropped.
+const OUTBOUND_QUEUE: usize = 256;
+
+/// One downstream session.
+pub struct Session {
+    /// The id the client sends as `Mcp-Session-Id`.
+    pub id: String,
+    /// The grant that opened it.
+    pub grant: Arc<Grant>,
+    /// How the client speaks.
+    pub mode: Mode,
+    /// The one server a `/mcp/{server}` session is limited to.
+    pub scope: Option<String>,
+    key: u64,
+    protocol_version: Mutex<String>,
+    client_capabilities: RawObject,
+    upstreams: Vec<Arc<Upstream>>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    outbound: mpsc::Sender<Message>,
+    outbound_rx: Mutex<Option<mpsc::Receiver<Message>>>,
+    server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
+    inflight: Mutex<HashMap<Id, (Arc<Connection>, u64)>>,
+    next_server_request: AtomicU64,
+    last_used: Mutex<Instant>,
+    active: AtomicUsize,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: String,
+        scope: Option<String>,
+        key: u64,
+        grant: Arc<Grant>,
+        mode: Mode,
+        client_capabilities: &RawValue,
+        upstreams: Vec<Arc<Upstream>>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Session> {
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let session = Arc::new(Session {
+            id,
+            scope,
+            grant,
+            mode,
+            key,
+            protocol_version: Mutex::new(STATELESS_VERSION.to_owned()),
+            client_capabilities: RawObject::from_raw(client_capabilities).unwrap_or_default(),
+            upstreams,
+            config,
+            metrics,
+            outbound,
+            outbound_rx: Mutex::new(Some(outbound_rx)),
+            server_requests: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            next_server_request: AtomicU64::new(1),
+            last_used: Mutex::new(Instant::now()),
+            active: AtomicUsize::new(0),
+        });
+        let weak = Arc::downgrade(&session) as std::sync::Weak<dyn Subscriber>;
+        for up in &session.upstreams {
+            up.subscribe(weak.clone());
+        }
+        session
+    }
+
+    /// The upstreams in this session's scope.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Names are unchanged when the session sees one server.
+    fn single(&self) -> bool {
+        self.upstreams.len() == 1
+    }
+
+    /// Marks the session as used now (idle expiry).
+    pub fn touch(&self) {
+        *self.last_used.lock().unwrap() = Instant::now();
+    }
+
+    /// When the session was last used.
+    pub fn last_used(&self) -> Instant {
+        *self.last_used.lock().unwrap()
+    }
+
+    /// Whether a request is in flight (a busy session never expires).
+    pub fn busy(&self) -> bool {
+        self.active.load(Ordering::Relaxed) > 0
+    }
+
+    /// The negotiated protocol version.
+    pub fn protocol_version(&self) -> String {
+        self.protocol_version.lock().unwrap().clone()
+    }
+
+    /// Takes the receiver of messages for the client's standalone stream (GET, or stdout).
+    /// Only one holder at a time; give it back with [`Session::return_outbound`].
+    pub fn take_outbound(&self) -> Option<mpsc::Receiver<Message>> {
+        self.outbound_rx.lock().unwrap().take()
+    }
+
+    /// Gives back the standalone stream's receiver when that stream closes.
+    pub fn return_outbound(&self, rx: mpsc::Receiver<Message>) {
+        *self.outbound_rx.lock().unwrap() = Some(rx);
+    }
+
+    /// Answers the client's `initialize`: negotiates the version and describes the gateway, or,
+    /// when the session sees one server, that server as it described itself.
+    pub fn initialize_result(&self, requested: Option<&str>) -> Box<RawValue> {
+        let version = requested
+            .filter(|v| HANDSHAKE_VERSIONS.contains(v))
+            .unwrap_or(HANDSHAKE_VERSIONS[0]);
+        *self.protocol_version.lock().unwrap() = version.to_owned();
+        let mut result = RawObject::new();
+        result.set_value("protocolVersion", version);
+        self.describe(&mut result);
+        result.to_raw()
+    }
+
+    fn describe(&self, result: &mut RawObject) {
+        let single = self
+            .single()
+            .then(|| self.upstreams[0].connection().ok())
+            .flatten()
+            .map(|c| c.info());
+        match single {
+            Some(info) => {
+                result.set("capabilities", info.capabilities.to_raw());
+                if let Some(server_info) = &info.server_info {
+                    result.set("serverInfo", server_info.clone());
+                }
+                if let Some(text) = &info.instructions {
+                    result.set_value("instructions", text);
+                }
+            }
+            None => {
+                let infos: Vec<_> = self
+                    .upstreams
+                    .iter()
+                    .filter_map(|u| u.connection().ok().map(|c| (u.name.clone(), c.info())))
+                    .collect();
+                let has = |cap: &str| infos.iter().any(|(_, i)| i.capabilities.contains(cap));
+                let subscribe = infos.iter().any(|(_, i)| {
+                    i.capabilities
+                        .get_object("resources")
+                        .and_then(|r| r.get("subscribe").map(|v| v.get() == "true"))
+                        .unwrap_or(false)
+                });
+                let mut caps = RawObject::new();
+                caps.set_value("tools", &json!({"listChanged": true}));
+                caps.set_value("prompts", &json!({"listChanged": true}));
+                caps.set_value(
+                    "resources",
+                    &json!({"listChanged": true, "subscribe": subscribe}),
+                );
+                if has("logging") {
+                    caps.set_value("logging", &json!({}));
+                }
+                if has("completions") {
+                    caps.set_value("completions", &json!({}));
+                }
+                result.set("capabilities", caps.to_raw());
+                result.set_value(
+                    "serverInfo",
+                    &json!({"name": "toolgate", "version": env!("CARGO_PKG_VERSION")}),
+                );
+                let text: Vec<String> = infos
+                    .iter()
+                    .filter_map(|(name, i)| {
+                        i.instructions
+                            .as_ref()
+                            .map(|t| format!("## Server {name}\n{t}"))
+                    })
+                    .collect();
+                if !text.is_empty() {
+                    result.set_value("instructions", &text.join("\n\n"));
+                }
+            }
+        }
+    }
+
+    /// Serves one request; the reply channel gets any messages about it, then its response.
+    pub fn handle_request(self: &Arc<Self>, request: Message) -> mpsc::Receiver<Message> {
+        let (tx, rx) = mpsc::channel(64);
+        let this = self.clone();
+        this.active.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let id = request.id().cloned().expect("a request has an id");
+            let reply = this.serve(request, &tx).await;
+            if let Some(mut reply) = reply {
+                reply.set_id(id);
+                let _ = tx.send(this.finish_reply(reply)).await;
+            }
+            this.active.fetch_sub(1, Ordering::Relaxed);
+            this.touch();
+        });
+        rx
+    }
+
+    /// Stateless clients expect `resultType` on every result.
+    fn finish_reply(&self, mut reply: Message) -> Message {
+        if self.mode == Mode::Stateless
+            && let Some(mut result) = reply.result()
+            && !result.contains("resultType")
+        {
+            result.set_value("resultType", "complete");
+            reply.set_result(&result);
+        }
+        reply
+    }
+
+    async fn serve(
+        self: &Arc<Self>,
+        request: Message,
+        tx: &mpsc::Sender<Message>,
+    ) -> Option<Message> {
+        let id = request.id().cloned();
+        let method = request.method().unwrap_or_default().to_owned();
+        let params = match request.params() {
+            Ok(p) => p,
+            Err(e) => return Some(Message::from_wire_error(&e)),
+        };
+        let error = |code: ErrorCode, message: String| {
+            Some(Message::error(id.clone(), code.code(), &message))
+        };
+        match method.as_str() {
+            "initialize" => match self.mode {
+                Mode::Handshake => error(
+                    ErrorCode::InvalidRequest,
+                    "the session is already initialized".into(),
+                ),
+                Mode::Stateless => error(
+                    ErrorCode::MethodNotFound,
+                    "initialize is not part of 2026-07-28".into(),
+                ),
+            },
+            "ping" => Some(Message::response(id?, raw(&json!({})))),
+            "server/discover" => Some(Message::response(id?, self.discover())),
+            "tools/list" => Some(self.list(id?, "tools/list", "tools", &params, true).await),
+            "prompts/list" => Some(
+                self.list(id?, "prompts/list", "prompts", &params, true)
+                    .await,
+            ),
+            "resources/list" => Some(
+                self.list(id?, "resources/list", "resources", &params, false)
+                    .await,
+            ),
+            "resources/templates/list" => Some(
+                self.list(
+                    id?,
+                    "resources/templates/list",
+                    "resourceTemplates",
+                    &params,
+                    false,
+                )
+                .await,
+            ),
+            "tools/call" | "prompts/get" => {
+                let Some(name) = params.get_str("name") else {
+                    return error(
+                        ErrorCode::InvalidParams,
+                        "params.name must be a string".into(),
+                    );
+                };
+                let (list, field, kind) = if method == "tools/call" {
+                    ("tools/list", "tools", "tool")
+                } else {
+                    ("prompts/list", "prompts", "prompt")
+                };
+                let Some((up, original)) = self.route_name(list, field, &name).await else {
+                    return error(ErrorCode::InvalidParams, format!("Unknown {kind}: {name}"));
+                };
+                let mut request = request;
+                if original != name {
+                    let mut params = params;
+                    params.set_value("name", &original);
+                    request.set_params(&params);
+                }
+                let started = Instant::now();
+                let reply = self.forward(&up, request, tx).await;
+                if method == "tools/call" {
+                    let failed = reply
+                        .as_ref()
+                        .is_none_or(|r| r.is_error() || result_is_error(r));
+                    self.metrics
+                        .record_call(&up.name, &original, started.elapsed(), failed);
+                }
+                reply
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let Some(uri) = params.get_str("uri") else {
+                    return error(
+                        ErrorCode::InvalidParams,
+                        "params.uri must be a string".into(),
+                    );
+                };
+                match self.route_uri(&uri).await {
+                    Some(up) => self.forward(&up, request, tx).await,
+                    None => error(
+                        ErrorCode::ResourceNotFound,
+                        format!("Resource not found: {uri}"),
+                    ),
+                }
+            }
+            "completion/complete" => {
+                let reference = params.get_object("ref").unwrap_or_default();
+                let target = match reference.get_str("type").as_deref() {
+                    Some("ref/prompt") => {
+                        let name = reference.get_str("name").unwrap_or_default();
+                        match self.route_name("prompts/list", "prompts", &name).await {
+                            Some((up, original)) if original != name => {
+                                let mut reference = reference;
+                                reference.set_value("name", &original);
+                                let mut params = params;
+                                params.set("ref", reference.to_raw());
+                                let mut request = request.clone();
+                                request.set_params(&params);
+                                return self.forward(&up, request, tx).await;
+                            }
+                            Some((up, _)) => Some(up),
+                            None => None,
+                        }
+                    }
+                    Some("ref/resource") => {
+                        self.route_uri(&reference.get_str("uri").unwrap_or_default())
+                            .await
+                    }
+                    _ => None,
+                };
+                match target {
+                    Some(up) => self.forward(&up, request, tx).await,
+                    None => error(
+                        ErrorCode::InvalidParams,
+                        "completion/complete: unknown prompt or resource".into(),
+                    ),
+                }
+            }
+            "logging/setLevel" => {
+                for up in &self.upstreams {
+                    if let Ok(conn) = up.connection()
+                        && conn.info().capabilities.contains("logging")
+                        && let Ok(ex) = conn.start(request.clone(), self.key, false)
+                    {
+                        let _ = conn.finish(ex, conn.config.request_timeout).await;
+                    }
+                }
+                Some(Message::response(id?, raw(&json!({}))))
+            }
+            _ if self.single() => self.forward(&self.upstreams[0].clone(), request, tx).await,
+            _ => error(
+                ErrorCode::MethodNotFound,
+                format!("Method not found: {method}"),
+            ),
+        }
+    }
+
+    /// The 2026-07-28 `server/discover` result.
+    fn discover(&self) -> Box<RawValue> {
+        let mut result = RawObject::new();
+        let mut versions = vec![STATELESS_VERSION];
+        versions.extend_from_slice(HANDSHAKE_VERSIONS);
+        result.set_value("supportedVersions", &versions);
+        self.describe(&mut result);
+        if let Some(info) = result.remove("serverInfo") {
+            let mut meta = RawObject::new();
+            meta.set("io.modelcontextprotocol/serverInfo", info);
+            result.set("_meta", meta.to_raw());
+        }
+        result.set_value("ttlMs", &0);
+        result.set_value("cacheScope", "private");
+        result.to_raw()
+    }
+
+    /// Aggregates a list over every live upstream, renames tools and prompts when several
+    /// servers are seen, and pages the result with the gateway's own cursors.
+    async fn list(
+        &self,
+        id: Id,
+        method: &'static str,
+        field: &str,
+        params: &RawObject,
+        named: bool,
+    ) -> Message {
+        let offset = match params.get_str("cursor") {
+            None => 0,
+            Some(cursor) => match parse_cursor(&cursor) {
+                Some(offset) => offset,
+                None => {
+                    return Message::error(
+                        Some(id),
+                        ErrorCode::InvalidParams.code(),
+                        "Invalid cursor",
+                    );
+                }
+            },
+        };
+        let fetches = self.upstreams.iter().map(|up| async move {
+            let conn = up.connection().ok()?;
+            match conn.list(method, field).await {
+                Ok(items) => Some((up.clone(), items)),
+                Err(e) => {
+                    tracing::warn!(server = %up.name, error = %e, "{method} failed; its items are left out");
+                    None
+                }
+            }
+        });
+        let lists = futures_util::future::join_all(fetches).await;
+        let mut items: Vec<Box<RawValue>> = Vec::new();
+        for (up, list) in lists.into_iter().flatten() {
+            if !named || self.single() {
+                items.extend(list.iter().cloned());
+                continue;
+            }
+            for item in list.iter() {
+                let Ok(mut obj) = RawObject::from_raw(item) else {
+                    continue;
+                };
+                let Some(name) = obj.get_str("name") else {
+                    continue;
+                };
+                obj.set_value("name", &names::exposed(&up.name, &name));
+                items.push(obj.to_raw());
+            }
+        }
+        let page = self.config.limits.page_size;
+        let mut result = RawObject::new();
+        let end = (offset + page).min(items.len());
+        let slice = items.get(offset.min(items.len())..end).unwrap_or_default();
+        result.set_value(field, slice);
+        if end < items.len() {
+            result.set_value("nextCursor", &format!("tg1.{end}"));
+        }
+        if self.mode == Mode::Stateless {
+            result.set_value("ttlMs", &0);
+            result.set_value("cacheScope", "private");
+        }
+        Message::response(id, result.to_raw())
+    }
+
+    /// Finds the upstream and original name behind an exposed tool or prompt name.
+    async fn route_name(
+        &self,
+        list: &'static str,
+        field: &str,
+        exposed: &str,
+    ) -> Option<(Arc<Upstream>, String)> {
+        if self.single() {
+            return Some((self.upstreams[0].clone(), exposed.to_owned()));
+        }
+        for up in &self.upstreams {
+            let Some(rest) = exposed
+                .strip_prefix(&*up.name)
+                .and_then(|r| r.strip_prefix(names::SEPARATOR))
+            else {
+                continue;
+            };
+            if names::exposed(&up.name, rest) == exposed {
+                return Some((up.clone(), rest.to_owned()));
+            }
+            // A shortened name: find the tool it stands for.
+            let conn = up.connection().ok()?;
+            let items = conn.list(list, field).await.ok()?;
+            for item in items.iter() {
+                let name = RawObject::from_raw(item)
+                    .ok()
+                    .and_then(|o| o.get_str("name"));
+                if let Some(name) = name.filter(|n| names::exposed(&up.name, n) == exposed) {
+                    return Some((up.clone(), name));
+                }
+            }
+        }
+        None
+    }
+
+    /// Finds the upstream serving a resource URI: the one that listed it, else the one whose
+    /// template's fixed prefix matches, else the only one.
+    async fn route_uri(&self, uri: &str) -> Option<Arc<Upstream>> {
+        if self.single() {
+            return Some(self.upstreams[0].clone());
+        }
+        let mut by_template = None;
+        for up in &self.upstreams {
+            let Ok(conn) = up.connection() else { continue };
+            if let Ok(items) = conn.list("resources/list", "resources").await
+                && items.iter().any(|i| {
+                    RawObject::from_raw(i)
+                        .ok()
+                        .and_then(|o| o.get_str("uri"))
+                        .as_deref()
+                        == Some(uri)
+                })
+            {
+                return Some(up.clone());
+            }
+            if by_template.is_none()
+                && let Ok(items) = conn
+                    .list("resources/templates/list", "resourceTemplates")
+                    .await
+                && items.iter().any(|i| {
+                    let template = RawObject::from_raw(i)
+                        .ok()
+                        .and_then(|o| o.get_str("uriTemplate"))
+                        .unwrap_or_default();
+                    let prefix = template.split('{').next().unwrap_or_default();
+                    !prefix.is_empty() && uri.starts_with(prefix)
+                })
+            {
+                by_template = Some(up.clone());
+            }
+        }
+        by_template
+    }
+
+    /// Relays one request to an upstream and everything the upstream says about it back.
+    async fn forward(
+        self: &Arc<Self>,
+        up: &Arc<Upstream>,
+        mut request: Message,
+        tx: &mpsc::Sender<Message>,
+    ) -> Option<Message> {
+        let client_id = request.id().cloned()?;
+        let is_call = request.method() == Some("tools/call");
+        let conn = match up.connection() {
+            Ok(c) => c,
+            Err(e) => return Some(upstream_failure(client_id, is_call, &e)),
+        };
+        let client_token = request.progress_token();
+        if self.mode == Mode::Stateless {
+            strip_modern_meta(&mut request);
+        }
+        let exchange = match conn.start(request, self.key, client_token.is_some()) {
+            Ok(ex) => ex,
+            Err(e) => return Some(upstream_failure(client_id, is_call, &e)),
+        };
+        let upstream_id = exchange.id;
+        self.inflight
+            .lock()
+            .unwrap()
+            .insert(client_id.clone(), (conn.clone(), upstream_id));
+        let mut events = exchange.events;
+        let response = exchange.response;
+        let timeout = tokio::time::sleep(conn.config.request_timeout);
+        tokio::pin!(response, timeout);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(event) = events.recv() => self.relay(&conn, event, client_token.as_deref(), tx).await,
+                r = &mut response => break r.ok(),
+                _ = &mut timeout => {
+                    conn.cancel(upstream_id, "timed out in the gateway");
+                    break Some(Err(UpstreamError::Timeout { server: conn.server.clone(), after: conn.config.request_timeout }));
+                }
+            }
+        };
+        while let Ok(event) = events.try_recv() {
+            self.relay(&conn, event, client_token.as_deref(), tx).await;
+        }
+        let cancelled = self.inflight.lock().unwrap().remove(&client_id).is_none();
+        match outcome {
+            Some(Ok(response)) => Some(response),
+            Some(Err(e)) => Some(upstream_failure(client_id, is_call, &e)),
+            None if cancelled => Some(Message::error(Some(client_id), -32800, "Request cancelled")),
+            None => Some(Message::error(
+                Some(client_id),
+                ErrorCode::Internal.code(),
+                "the upstream connection dropped",
+            )),
+        }
+    }
+
+    /// Passes one message an upstream sent about a request to the client, mapping progress
+    /// tokens and server-request ids into the client's space.
+    async fn relay(
+        &self,
+        conn: &Arc<Connection>,
+        mut event: Message,
+        client_token: Option<&RawValue>,
+        tx: &mpsc::Sender<Message>,
+    ) {
+        match event.kind() {
+            Kind::Notification if event.method() == Some("notifications/progress") => {
+                let Some(token) = client_token else { return };
+                let Ok(mut params) = event.params() else {
+                    return;
+                };
+                params.set("progressToken", token.to_owned());
+                event.set_params(&params);
+                let _ = tx.try_send(event);
+            }
+            Kind::Request => {
+                if let Some(event) = self.admit_server_request(conn, event) {
+                    let _ = tx.send(event).await;
+                }
+            }
+            _ => {
+                if let Some(event) = self.map_server_cancel(event) {
+                    let _ = tx.try_send(event);
+                }
+            }
+        }
+    }
+
+    /// Checks a server-to-client request against what the client declared and the operator
+    /// allowed, and gives it an id in the client's space. Refused requests are answered here.
+    fn admit_server_request(
+        &self,
+        conn: &Arc<Connection>,
+        mut request: Message,
+    ) -> Option<Message> {
+        let upstream_id = request.id().cloned()?;
+        let method = request.method().unwrap_or_default();
+        let refusal = match method {
+            _ if self.mode == Mode::Stateless => {
+                Some("the client uses 2026-07-28 and cannot receive server requests")
+            }
+            "sampling/createMessage" if !conn.config.allow_sampling => {
+                Some("sampling is not enabled for this server")
+            }
+            "sampling/createMessage" if !self.client_capabilities.contains("sampling") => {
+                Some("the client does not support sampling")
+            }
+            "roots/list" if !conn.config.allow_roots => {
+                Some("roots are not enabled for this server")
+            }
+            "roots/list" if !self.client_capabilities.contains("roots") => {
+                Some("the client does not support roots")
+            }
+            "elicitation/create" if !self.client_capabilities.contains("elicitation") => {
+                Some("the client does not support elicitation")
+            }
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            conn.refuse(upstream_id, reason);
+            return None;
+        }
+        let client_id = Id::number(self.next_server_request.fetch_add(1, Ordering::Relaxed));
+        self.server_requests
+            .lock()
+            .unwrap()
+            .insert(client_id.clone(), (conn.clone(), upstream_id));
+        request.set_id(client_id);
+        Some(request)
+    }
+
+    /// A server cancelling its own server-to-client request names it by its id: map it.
+    fn map_server_cancel(&self, mut event: Message) -> Option<Message> {
+        if event.method() != Some("notifications/cancelled") {
+            return Some(event);
+        }
+        let mut params = event.params().ok()?;
+        let upstream_id = params.get("requestId")?.get().to_owned();
+        let requests = self.server_requests.lock().unwrap();
+        let client_id = requests
+            .iter()
+            .find(|(_, (_, u))| u.as_str() == upstream_id)
+            .map(|(c, _)| c.clone())?;
+        params.set("requestId", client_id.as_raw().to_owned());
+        event.set_params(&params);
+        Some(event)
+    }
+
+    /// A client's answer to a server-to-client request: back to the upstream that asked.
+    pub fn handle_response(&self, mut response: Message) {
+        let Some(id) = response.id().cloned() else {
+            return;
+        };
+        let Some((conn, upstream_id)) = self.server_requests.lock().unwrap().remove(&id) else {
+            tracing::debug!(session = %self.id, %id, "response to an unknown server request; dropped");
+            return;
+        };
+        response.set_id(upstream_id);
+        conn.send(response);
+    }
+
+    /// A client notification.
+    pub fn handle_notification(&self, notification: Message) {
+        match notification.method().unwrap_or_default() {
+            "notifications/initialized" => {}
+            "notifications/cancelled" => {
+                let Ok(mut params) = notification.params() else {
+                    return;
+                };
+                let Some(id) = params.get("requestId").and_then(|raw| {
+                    let body = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#, raw.get());
+                    Message::parse(body.as_bytes(), &Default::default())
+                        .ok()
+                        .and_then(|m| m.id().cloned())
+                }) else {
+                    return;
+                };
+                let Some((conn, upstream_id)) = self.inflight.lock().unwrap().remove(&id) else {
+                    return;
+                };
+                params.set_value("requestId", &upstream_id);
+                let mut forwarded = notification;
+                forwarded.set_params(&params);
+                conn.send(forwarded);
+                conn.cancel(upstream_id, "");
+            }
+            "notifications/roots/list_changed" => {
+                for up in self.upstreams.iter().filter(|u| u.config.allow_roots) {
+                    if let Ok(conn) = up.connection() {
+                        conn.send(notification.clone());
+                    }
+                }
+            }
+            _ if self.single() => {
+                if let Ok(conn) = self.upstreams[0].connection() {
+                    conn.send(notification);
+                }
+            }
+            other => tracing::debug!(session = %self.id, method = other, "notification dropped"),
+        }
+    }
+
+    fn push_outbound(&self, message: Message) {
+        if self.outbound.try_send(message).is_err() {
+            tracing::debug!(session = %self.id, "client's standalone stream is full; message dropped");
+        }
+    }
+}
+
+impl Subscriber for Session {
+    fn unsolicited(&self, _upstream: &Arc<Upstream>, message: Message) {
+        if self.mode == Mode::Stateless {
+            return;
+        }
+        match message.kind() {
+            Kind::Request => {
+                let Some(conn) = _upstream.connection().ok() else {
+                    return;
+                };
+                if let Some(request) = self.admit_server_request(&conn, message) {
+                    self.push_outbound(request);
+                }
+            }
+            _ => {
+                if let Some(message) = self.map_server_cancel(message) {
+                    self.push_outbound(message);
+                }
+            }
+        }
+    }
+
+    fn health_changed(&self, _upstream: &Arc<Upstream>) {
+        if self.mode == Mode::Stateless {
+            return;
+        }
+        for method in [
+            "notifications/tools/list_changed",
+            "notifications/prompts/list_changed",
+            "notifications/resources/list_changed",
+        ] {
+            self.push_outbound(Message::notification(method, None));
+        }
+    }
+}
+
+fn result_is_error(reply: &Message) -> bool {
+    reply
+        .result()
+        .and_then(|r| r.get("isError").map(|v| v.get() == "true"))
+        .unwrap_or(false)
+}
+
+/// A failed upstream: a tool call gets a tool result the model can read; anything else a
+/// JSON-RPC error.
+fn upstream_failure(id: Id, is_call: bool, error: &UpstreamError) -> Message {
+    if is_call {
+        let result =
+            json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true});
+        Message::response(id, raw(&result))
+    } else {
+        Message::error(Some(id), ErrorCode::Internal.code(), &error.to_string())
+    }
+}
+
+/// Removes the stateless revision's `_meta` keys, which a handshake-era upstream refuses.
+fn strip_modern_meta(request: &mut Message) {
+    let Ok(mut params) = request.params() else {
+        return;
+    };
+    let Some(meta) = params.get_object("_meta") else {
+        return;
+    };
+    let mut kept = RawObject::new();
+    for (k, v) in meta
+        .iter()
+        .filter(|(k, _)| !k.starts_with(MODERN_META_PREFIX))
+    {
+        kept.set(k, v.to_owned());
+    }
+    if kept.is_empty() {
+        params.remove("_meta");
+    } else {
+        params.set("_meta", kept.to_raw());
+    }
+    request.set_params(&params);
+}
+
+fn parse_cursor(cursor: &str) -> Option<usize> {
+    cursor.strip_prefix("tg1.")?.parse().ok()
+}

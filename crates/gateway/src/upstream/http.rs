@@ -1,0 +1,316 @@
+//! A Streamable HTTP upstream: each request is a POST whose answer is one JSON message or an
+//! SSE stream of messages about that request ending with its response; a standalone GET stream
+//! carries the rest.
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use toolgate_wire::sse::Decoder;
+use toolgate_wire::{Id, Limits, Message};
+
+use super::connection::{Connection, Outbound};
+use super::{Upstream, UpstreamError};
+use crate::config::{ServerConfig, Transport};
+
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .build()
+                .expect("an HTTP client without TLS builds")
+        })
+        .clone()
+}
+
+struct Shared {
+    server: Arc<str>,
+    url: String,
+    headers: HeaderMap,
+    session_id: Mutex<Option<HeaderValue>>,
+    protocol_version: Mutex<Option<HeaderValue>>,
+}
+
+struct HttpOutbound(Arc<Shared>);
+
+/// Prepares a connection; nothing is sent until the handshake.
+pub(super) fn open(
+    config: Arc<ServerConfig>,
+    upstream: Weak<Upstream>,
+) -> Result<Arc<Connection>, UpstreamError> {
+    let Transport::Http { url, headers } = &config.transport else {
+        unreachable!("http::open is only called for HTTP servers")
+    };
+    let server: Arc<str> = Arc::from(config.name.as_str());
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let bad = |what: &str| UpstreamError::Unavailable {
+            server: server.clone(),
+            reason: format!("invalid header {what} {k:?}"),
+        };
+        map.insert(
+            HeaderName::try_from(k.as_str()).map_err(|_| bad("name"))?,
+            HeaderValue::try_from(v.as_str()).map_err(|_| bad("value for"))?,
+        );
+    }
+    let shared = Arc::new(Shared {
+        server,
+        url: url.clone(),
+        headers: map,
+        session_id: Mutex::new(None),
+        protocol_version: Mutex::new(None),
+    });
+    Ok(Connection::new(
+        config,
+        upstream,
+        Box::new(HttpOutbound(shared)),
+    ))
+}
+
+impl Outbound for HttpOutbound {
+    fn send_request(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError> {
+        let related = message.id().and_then(Id::as_u64);
+        tokio::spawn(post(self.0.clone(), conn.clone(), message, related));
+        Ok(())
+    }
+
+    fn send(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError> {
+        tokio::spawn(post(self.0.clone(), conn.clone(), message, None));
+        Ok(())
+    }
+
+    fn initialized(&self, conn: &Arc<Connection>) {
+        *self.0.protocol_version.lock().unwrap() =
+            HeaderValue::try_from(conn.info().protocol_version.as_str()).ok();
+        tokio::spawn(listen(self.0.clone(), Arc::downgrade(conn)));
+    }
+}
+
+impl Drop for HttpOutbound {
+    /// Ends the upstream session, as a client leaving politely does.
+    fn drop(&mut self) {
+        let Some(session) = self.0.session_id.lock().unwrap().clone() else {
+            return;
+        };
+        let shared = self.0.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = shared
+                    .request(reqwest::Method::DELETE)
+                    .header("mcp-session-id", session)
+                    .send()
+                    .await;
+            });
+        }
+    }
+}
+
+impl Shared {
+    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut req = client()
+            .request(method, &self.url)
+            .headers(self.headers.clone());
+        if let Some(v) = self.session_id.lock().unwrap().clone() {
+            req = req.header("mcp-session-id", v);
+        }
+        if let Some(v) = self.protocol_version.lock().unwrap().clone() {
+            req = req.header("mcp-protocol-version", v);
+        }
+        req
+    }
+}
+
+async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, related: Option<u64>) {
+    let fail = |message: String| {
+        if let Some(id) = related {
+            conn.fail(
+                id,
+                UpstreamError::Protocol {
+                    server: shared.server.clone(),
+                    message,
+                },
+            );
+        } else {
+            tracing::debug!(server = %shared.server, "{message}");
+        }
+    };
+    let response = shared
+        .request(reqwest::Method::POST)
+        .header(http::header::ACCEPT, "application/json, text/event-stream")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(message.to_json())
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = format!("HTTP request failed: {e}");
+            if e.is_connect() {
+                conn.close(&reason);
+            }
+            return fail(reason);
+        }
+    };
+    if let Some(session) = response.headers().get("mcp-session-id") {
+        let mut current = shared.session_id.lock().unwrap();
+        if current.is_none() {
+            *current = Some(session.clone());
+        }
+    }
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND && shared.session_id.lock().unwrap().is_some() {
+        conn.close("the upstream session expired (HTTP 404)");
+        return;
+    }
+    if status == StatusCode::ACCEPTED {
+        if related.is_some() {
+            fail("the server answered a request with 202 Accepted".into());
+        }
+        return;
+    }
+    let is_sse = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse && status.is_success() {
+        return read_events(&shared, &Arc::downgrade(&conn), response, related).await;
+    }
+    let body = match read_body(response).await {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    match Message::parse(
+        &body,
+        &Limits {
+            max_bytes: MAX_MESSAGE,
+            ..Limits::default()
+        },
+    ) {
+        Ok(mut m) => {
+            // An error answered with an HTTP error status may carry a null id: it is ours.
+            if m.kind() == toolgate_wire::Kind::Response
+                && m.id().is_none()
+                && let Some(id) = related
+            {
+                m.set_id(Id::number(id));
+            }
+            conn.dispatch(m, related)
+        }
+        Err(_) if !status.is_success() => fail(format!("HTTP {status}")),
+        Err(e) => fail(format!("invalid JSON-RPC from the server: {e}")),
+    }
+}
+
+async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("reading the response failed: {e}"))?;
+        if body.len() + chunk.len() > MAX_MESSAGE {
+            return Err(format!("response larger than {MAX_MESSAGE} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads one event stream, holding the connection only weakly so that a long-lived stream does
+/// not keep a dropped connection alive.
+async fn read_events(
+    shared: &Shared,
+    conn: &Weak<Connection>,
+    response: reqwest::Response,
+    related: Option<u64>,
+) {
+    let mut decoder = Decoder::new(MAX_MESSAGE);
+    let mut stream = response.bytes_stream();
+    let limits = Limits {
+        max_bytes: MAX_MESSAGE,
+        ..Limits::default()
+    };
+    let Some(mut closed) = conn.upgrade().map(|c| c.closed()) else {
+        return;
+    };
+    loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            _ = closed.wait_for(|r| r.is_some()) => return,
+        };
+        let Some(chunk) = chunk else { break };
+        let Some(conn) = conn.upgrade() else { return };
+        let events = match chunk
+            .map_err(|e| e.to_string())
+            .and_then(|c| decoder.feed(&c).map_err(|e| e.to_string()))
+        {
+            Ok(events) => events,
+            Err(e) => {
+                if let Some(id) = related {
+                    conn.fail(
+                        id,
+                        UpstreamError::Protocol {
+                            server: shared.server.clone(),
+                            message: format!("event stream failed: {e}"),
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        for event in events
+            .into_iter()
+            .filter(|e| e.event == "message" && !e.data.is_empty())
+        {
+            match Message::parse(event.data.as_bytes(), &limits) {
+                Ok(m) => conn.dispatch(m, related),
+                Err(e) => {
+                    tracing::warn!(server = %shared.server, error = %e, "invalid message in event stream; dropped")
+                }
+            }
+        }
+    }
+    if let (Some(id), Some(conn)) = (related, conn.upgrade()) {
+        conn.fail(
+            id,
+            UpstreamError::Protocol {
+                server: shared.server.clone(),
+                message: "event stream ended without a response".into(),
+            },
+        );
+    }
+}
+
+/// Keeps the standalone GET stream open while the connection lives (servers that do not offer
+/// one answer 405, which ends this task).
+async fn listen(shared: Arc<Shared>, conn: Weak<Connection>) {
+    let mut failures = 0u32;
+    loop {
+        if conn.upgrade().is_none_or(|c| c.is_closed()) {
+            return;
+        }
+        let response = shared
+            .request(reqwest::Method::GET)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => {
+                failures = 0;
+                read_events(&shared, &conn, r, None).await;
+            }
+            Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+            _ => failures += 1,
+        }
+        if failures > 5 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500 * u64::from(failures.max(1)))).await;
+    }
+}

@@ -1,0 +1,193 @@
+//! `toolgate`: the command line of the MCP policy gateway.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use toolgate_gateway::{Config, Gateway, grant};
+
+#[derive(Parser)]
+#[command(name = "toolgate", version, about = "A policy gateway for MCP tools")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP over Streamable HTTP (endpoint /mcp) to clients holding a grant.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Override `[listen] mcp`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Serve one MCP client on stdin/stdout (for clients that spawn a command).
+    Stdio {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The grant this client acts under.
+        #[arg(long)]
+        grant: String,
+    },
+    /// Validate a configuration file.
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+    },
+    /// Manage grants.
+    Grant {
+        #[command(subcommand)]
+        command: GrantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrantCommand {
+    /// Create a token for a new grant: the token is printed once, with the lines for the config.
+    New {
+        /// The grant's name, e.g. alice-laptop.
+        name: String,
+        /// The policy file to attach.
+        #[arg(long)]
+        policy: Option<String>,
+    },
+}
+
+/// Exit code for a configuration error.
+const BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime starts");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("toolgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen } => {
+            let Some(mut config) = load(&config) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            if let Some(addr) = listen {
+                config.listen.mcp = addr
+                    .parse()
+                    .with_context(|| format!("--listen {addr:?} is not an address"))?;
+            }
+            let addr = config.listen.mcp;
+            let gateway = Gateway::new(config);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(listen = %local, servers = gateway.config.servers.len(), grants = gateway.config.grants.len(), "toolgate serving MCP at http://{local}/mcp");
+            toolgate_gateway::serve_http(
+                gateway,
+                listener,
+                shutdown_signal(),
+                Duration::from_secs(30),
+            )
+            .await?;
+            tracing::info!("stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stdio { config, grant } => {
+            let Some(config) = load(&config) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            let gateway = Gateway::new(config);
+            let Some(grant) = gateway.grants.by_name(&grant) else {
+                eprintln!("toolgate: no grant named {grant:?} in the configuration");
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            toolgate_gateway::downstream::stdio::serve(
+                gateway.clone(),
+                grant,
+                tokio::io::stdin(),
+                tokio::io::stdout(),
+            )
+            .await?;
+            gateway.close_all();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => match load(&config) {
+            Some(c) => {
+                println!(
+                    "{}: ok ({} servers, {} grants)",
+                    config.display(),
+                    c.servers.len(),
+                    c.grants.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Ok(ExitCode::from(BAD_CONFIG)),
+        },
+        Command::Grant {
+            command: GrantCommand::New { name, policy },
+        } => {
+            let token = grant::new_token();
+            let hash = hex::encode(grant::token_digest(&token));
+            println!(
+                "Token for grant {name:?} (shown once; give it to the agent and keep it secret):\n\n  {token}\n"
+            );
+            println!("Add to the configuration:\n\n[grants.{name}]\ntoken_sha256 = \"{hash}\"");
+            if let Some(p) = policy {
+                println!("policy = {p:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("toolgate: bad configuration: {e}");
+            None
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOOLGATE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
