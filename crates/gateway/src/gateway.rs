@@ -26,6 +26,9 @@ pub enum OpenError {
     TooManySessions(String, usize),
 }
 
+/// A grant's implicit stateless session per scope.
+type StatelessKey = (Arc<str>, Option<String>);
+
 /// Everything the transports share.
 pub struct Gateway {
     /// The configuration in force.
@@ -36,7 +39,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     shared: Mutex<HashMap<String, Arc<Upstream>>>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
-    stateless: Mutex<HashMap<(Arc<str>, Option<String>), Arc<Session>>>,
+    stateless: Mutex<HashMap<StatelessKey, Arc<Session>>>,
     next_key: AtomicU64,
     streams: Mutex<HashMap<Arc<str>, usize>>,
     shutdown: tokio::sync::watch::Sender<bool>,

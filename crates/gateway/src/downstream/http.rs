@@ -4,6 +4,9 @@
 //! Every request passes, in order: the Host check (421), the Origin check (403), the grant
 //! (401), the body limit (413), strict parsing (400). Only then does a message reach a session.
 
+// Checks return the ready HTTP response as their error: that is what the handler sends.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -405,20 +408,18 @@ fn check_stateless(headers: &HeaderMap, message: &Message, version: &str) -> Res
     }
     let params = message.params().unwrap_or_default();
     let meta = params.get_object("_meta").unwrap_or_default();
-    if meta
+    let meta_ok = meta
         .get_str("io.modelcontextprotocol/protocolVersion")
         .as_deref()
-        != Some(version)
-        || !meta.contains("io.modelcontextprotocol/clientCapabilities")
-    {
-        if message.kind() == Kind::Request {
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                ErrorCode::InvalidParams,
-                "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
-            ));
-        }
+        == Some(version)
+        && meta.contains("io.modelcontextprotocol/clientCapabilities");
+    if message.kind() == Kind::Request && !meta_ok {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            ErrorCode::InvalidParams,
+            "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
+        ));
     }
     if header_str(headers, VERSION_HEADER) != Some(version) {
         return Err(mismatch("MCP-Protocol-Version"));
