@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -226,3 +227,150 @@ def mcp_http_transport(url: str, token: str | None = TOKEN):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+# ---------------------------------------------------------------------------------------
+# Raw JSON-RPC over Streamable HTTP (for byte-level comparisons the SDK would normalise away)
+# ---------------------------------------------------------------------------------------
+MODERN_VERSION = "2026-07-28"
+HANDSHAKE_VERSION = "2025-11-25"
+
+
+def parse_sse_or_json(response: httpx.Response) -> list[dict]:
+    """Every JSON-RPC message in an HTTP answer: one JSON body, or the `data:` of each SSE event."""
+    ctype = response.headers.get("content-type", "")
+    if ctype.startswith("application/json"):
+        return [response.json()]
+    if not ctype.startswith("text/event-stream"):
+        raise AssertionError(f"unexpected content type {ctype!r} (status {response.status_code}): {response.text[:500]}")
+    messages, data = [], []
+    for line in response.text.replace("\r\n", "\n").split("\n"):
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+        elif line == "":
+            if data and "".join(data).strip():
+                messages.append(json.loads("\n".join(data)))
+            data = []
+    if data and "".join(data).strip():
+        messages.append(json.loads("\n".join(data)))
+    return messages
+
+
+class RawMcp:
+    """A minimal hand-written MCP client over Streamable HTTP (httpx, synchronous).
+
+    ``mode="legacy"`` performs the initialize handshake and sends the session id;
+    ``mode="2026-07-28"`` sends the stateless envelope (`_meta`, `Mcp-Method`/`Mcp-Name`).
+    ``request`` returns every message of the answer (notifications first, the response last).
+    """
+
+    NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+
+    def __init__(self, url: str, token: str | None = None, mode: str = "legacy", capabilities: dict | None = None) -> None:
+        self.url = url
+        self.mode = mode
+        self.capabilities = capabilities or {}
+        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(headers=headers, timeout=30)
+        self.session_id: str | None = None
+        self.next_id = 1
+        self.init_result: dict | None = None
+        if mode == "legacy":
+            answer = self.request(
+                "initialize",
+                {"protocolVersion": HANDSHAKE_VERSION, "capabilities": self.capabilities,
+                 "clientInfo": {"name": "toolgate-e2e-raw", "version": "1.0"}},
+            )
+            self.init_result = answer[-1]["result"]
+            self.notify("notifications/initialized")
+
+    def _headers(self, method: str, params: dict | None) -> dict[str, str]:
+        h: dict[str, str] = {}
+        if self.mode == "legacy":
+            if self.session_id:
+                h["Mcp-Session-Id"] = self.session_id
+            if method != "initialize":
+                h["MCP-Protocol-Version"] = HANDSHAKE_VERSION
+        else:
+            h["MCP-Protocol-Version"] = MODERN_VERSION
+            h["Mcp-Method"] = method
+            key = self.NAME_PARAM.get(method)
+            if key and params and key in params:
+                h["Mcp-Name"] = str(params[key])
+        return h
+
+    def _params(self, params: dict | None) -> dict | None:
+        if self.mode == "legacy":
+            return params
+        params = dict(params or {})
+        meta = dict(params.get("_meta") or {})
+        meta.setdefault("io.modelcontextprotocol/protocolVersion", MODERN_VERSION)
+        meta.setdefault("io.modelcontextprotocol/clientCapabilities", self.capabilities)
+        meta.setdefault("io.modelcontextprotocol/clientInfo", {"name": "toolgate-e2e-raw", "version": "1.0"})
+        params["_meta"] = meta
+        return params
+
+    def post(self, body: dict, headers: dict[str, str]) -> httpx.Response:
+        return self.http.post(self.url, content=json.dumps(body), headers=headers)
+
+    def request(self, method: str, params: dict | None = None) -> list[dict]:
+        params = self._params(params)
+        body = {"jsonrpc": "2.0", "id": self.next_id, "method": method}
+        self.next_id += 1
+        if params is not None:
+            body["params"] = params
+        r = self.post(body, self._headers(method, params))
+        if r.status_code >= 400 and not r.headers.get("content-type", "").startswith("application/json"):
+            raise AssertionError(f"{method}: HTTP {r.status_code}: {r.text[:500]}")
+        if method == "initialize" and "mcp-session-id" in r.headers:
+            self.session_id = r.headers["mcp-session-id"]
+        messages = parse_sse_or_json(r)
+        assert messages and messages[-1].get("id") == body["id"], f"{method}: no response in {messages}"
+        return messages
+
+    def result(self, method: str, params: dict | None = None) -> dict:
+        """The `result` of a request (fails the test on a JSON-RPC error)."""
+        response = self.request(method, params)[-1]
+        assert "result" in response, f"{method} failed: {response}"
+        return response["result"]
+
+    def notify(self, method: str, params: dict | None = None) -> httpx.Response:
+        body: dict = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            body["params"] = params
+        r = self.post(body, self._headers(method, params))
+        assert r.status_code in (200, 202), f"{method}: HTTP {r.status_code}: {r.text[:300]}"
+        return r
+
+    def close(self) -> None:
+        if self.mode == "legacy" and self.session_id:
+            with contextlib.suppress(httpx.HTTPError):
+                self.http.delete(self.url, headers=self._headers("", None))
+        self.http.close()
+
+    def __enter__(self) -> "RawMcp":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def child_pids(parent: int, pattern: str | None = None) -> list[int]:
+    """Direct children of `parent` (via `pgrep -P`), optionally whose command line matches `pattern`."""
+    cmd = ["pgrep", "-P", str(parent)] + (["-f", pattern] if pattern else [])
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1, what: str = "condition"):
+    """Polls `predicate` until it returns a truthy value (returned) or fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -452,8 +452,16 @@ fn server(
                     format!("{kind:?} does not go with \"command\""),
                 ));
             }
+            let command = expand(command, env).map_err(|m| (".command".into(), m))?;
+            // A relative path (not a bare program name looked up in PATH) is relative to the
+            // config file, like every other path in it.
+            let command = if command.contains('/') && Path::new(&command).is_relative() {
+                base.join(&command).to_string_lossy().into_owned()
+            } else {
+                command
+            };
             Transport::Stdio {
-                command: expand(command, env).map_err(|m| (".command".into(), m))?,
+                command,
                 args: raw
                     .args
                     .iter()
