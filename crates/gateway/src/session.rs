@@ -62,6 +62,7 @@ pub struct Session {
     server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
     inflight: Mutex<HashMap<Id, (Arc<Connection>, u64)>>,
     next_server_request: AtomicU64,
+    parked: Mutex<HashMap<String, Flight>>,
     last_used: Mutex<Instant>,
     active: AtomicUsize,
 }
@@ -96,6 +97,7 @@ impl Session {
             server_requests: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             next_server_request: AtomicU64::new(1),
+            parked: Mutex::new(HashMap::new()),
             last_used: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
         });
@@ -266,6 +268,13 @@ impl Session {
         let error = |code: ErrorCode, message: String| {
             Some(Message::error(id.clone(), code.code(), &message))
         };
+        if self.mode == Mode::Stateless
+            && let Some(state) = params
+                .get_str("requestState")
+                .filter(|s| s.starts_with(REQUEST_STATE_PREFIX))
+        {
+            return self.resume(&state, &request, tx).await;
+        }
         match method.as_str() {
             "initialize" => match self.mode {
                 Mode::Handshake => error(
@@ -568,40 +577,75 @@ impl Session {
             Err(e) => return Some(upstream_failure(client_id, is_call, &e)),
         };
         let client_token = request.progress_token();
+        let mut capabilities = RawObject::new();
         if self.mode == Mode::Stateless {
+            capabilities = request_capabilities(&request);
             strip_modern_meta(&mut request);
         }
         let exchange = match conn.start(request, self.key, client_token.is_some()) {
             Ok(ex) => ex,
             Err(e) => return Some(upstream_failure(client_id, is_call, &e)),
         };
-        let upstream_id = exchange.id;
+        let flight = Flight {
+            deadline: tokio::time::Instant::now() + conn.config.request_timeout,
+            conn,
+            upstream_id: exchange.id,
+            events: exchange.events,
+            response: exchange.response,
+            client_token,
+            capabilities,
+            is_call,
+            asked: Vec::new(),
+        };
+        self.drive(flight, client_id, tx).await
+    }
+
+    /// Follows a request in flight until its response, relaying what the upstream says about
+    /// it. A stateless client cannot be sent a request, so when the upstream asks for input
+    /// the flight is parked and the client gets an `input_required` result; its retry with
+    /// `inputResponses` and the `requestState` resumes the flight (see [`Session::resume`]).
+    async fn drive(
+        self: &Arc<Self>,
+        mut flight: Flight,
+        client_id: Id,
+        tx: &mpsc::Sender<Message>,
+    ) -> Option<Message> {
         self.inflight
             .lock()
             .unwrap()
-            .insert(client_id.clone(), (conn.clone(), upstream_id));
-        let mut events = exchange.events;
-        let response = exchange.response;
-        let timeout = tokio::time::sleep(conn.config.request_timeout);
-        tokio::pin!(response, timeout);
+            .insert(client_id.clone(), (flight.conn.clone(), flight.upstream_id));
+        let token = flight.client_token.clone();
         let outcome = loop {
             tokio::select! {
                 biased;
-                Some(event) = events.recv() => self.relay(&conn, event, client_token.as_deref(), tx).await,
-                r = &mut response => break r.ok(),
-                _ = &mut timeout => {
-                    conn.cancel(upstream_id, "timed out in the gateway");
-                    break Some(Err(UpstreamError::Timeout { server: conn.server.clone(), after: conn.config.request_timeout }));
+                Some(event) = flight.events.recv() => {
+                    if self.mode == Mode::Stateless && event.kind() == Kind::Request {
+                        if let Some(input) = self.ask_client(&mut flight, event) {
+                            break Outcome::NeedsInput(input);
+                        }
+                        continue;
+                    }
+                    self.relay(&flight.conn, event, token.as_deref(), tx).await
+                }
+                r = &mut flight.response => break Outcome::Done(r.ok()),
+                _ = tokio::time::sleep_until(flight.deadline) => {
+                    flight.conn.cancel(flight.upstream_id, "timed out in the gateway");
+                    let after = flight.conn.config.request_timeout;
+                    break Outcome::Done(Some(Err(UpstreamError::Timeout { server: flight.conn.server.clone(), after })));
                 }
             }
         };
-        while let Ok(event) = events.try_recv() {
-            self.relay(&conn, event, client_token.as_deref(), tx).await;
-        }
         let cancelled = self.inflight.lock().unwrap().remove(&client_id).is_none();
+        let outcome = match outcome {
+            Outcome::NeedsInput(input) => return Some(self.park(flight, client_id, input)),
+            Outcome::Done(outcome) => outcome,
+        };
+        while let Ok(event) = flight.events.try_recv() {
+            self.relay(&flight.conn, event, token.as_deref(), tx).await;
+        }
         match outcome {
             Some(Ok(response)) => Some(response),
-            Some(Err(e)) => Some(upstream_failure(client_id, is_call, &e)),
+            Some(Err(e)) => Some(upstream_failure(client_id, flight.is_call, &e)),
             None if cancelled => Some(Message::error(Some(client_id), -32800, "Request cancelled")),
             None => Some(Message::error(
                 Some(client_id),
@@ -609,6 +653,101 @@ impl Session {
                 "the upstream connection dropped",
             )),
         }
+    }
+
+    /// Turns a server-to-client request into an input request for a stateless client, or
+    /// refuses it (answered to the upstream) and returns `None`.
+    fn ask_client(&self, flight: &mut Flight, request: Message) -> Option<(String, Box<RawValue>)> {
+        let upstream_id = request.id().cloned()?;
+        let method = request.method().unwrap_or_default();
+        if let Some(reason) = refusal(method, &flight.conn, &flight.capabilities) {
+            flight.conn.refuse(upstream_id, reason);
+            return None;
+        }
+        let key = format!(
+            "r{}",
+            self.next_server_request.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut input = RawObject::new();
+        input.set_value("method", method);
+        if let Some(params) = request.params_raw() {
+            input.set("params", params.to_owned());
+        }
+        flight.asked.push((key.clone(), upstream_id));
+        Some((key, input.to_raw()))
+    }
+
+    /// Parks a flight that waits for the client's input and answers with `input_required`.
+    fn park(
+        self: &Arc<Self>,
+        flight: Flight,
+        client_id: Id,
+        (key, input): (String, Box<RawValue>),
+    ) -> Message {
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let state = format!("{REQUEST_STATE_PREFIX}{}", hex::encode(bytes));
+        let deadline = flight.deadline;
+        self.parked.lock().unwrap().insert(state.clone(), flight);
+        // A client that never comes back must not hold the upstream request forever.
+        let this = Arc::downgrade(self);
+        let expiring = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            let flight = this
+                .upgrade()
+                .and_then(|s| s.parked.lock().unwrap().remove(&expiring));
+            if let Some(flight) = flight {
+                flight.conn.cancel(
+                    flight.upstream_id,
+                    "the client did not provide the requested input in time",
+                );
+            }
+        });
+        let mut requests = RawObject::new();
+        requests.set(&key, input);
+        let mut result = RawObject::new();
+        result.set_value("resultType", "input_required");
+        result.set("inputRequests", requests.to_raw());
+        result.set_value("requestState", &state);
+        Message::response(client_id, result.to_raw())
+    }
+
+    /// A stateless client's retry carrying `inputResponses` for a parked flight: the answers go
+    /// to the upstream's pending requests and the flight goes on.
+    async fn resume(
+        self: &Arc<Self>,
+        state: &str,
+        request: &Message,
+        tx: &mpsc::Sender<Message>,
+    ) -> Option<Message> {
+        let client_id = request.id().cloned()?;
+        let Some(mut flight) = self.parked.lock().unwrap().remove(state) else {
+            return Some(Message::error(
+                Some(client_id),
+                ErrorCode::InvalidParams.code(),
+                "unknown or expired requestState",
+            ));
+        };
+        let responses = request
+            .params()
+            .ok()
+            .and_then(|p| p.get_object("inputResponses"))
+            .unwrap_or_default();
+        for (key, upstream_id) in flight.asked.drain(..) {
+            match responses.get(&key) {
+                Some(result) => flight
+                    .conn
+                    .send(Message::response(upstream_id, result.to_owned())),
+                None => flight.conn.send(Message::error(
+                    Some(upstream_id),
+                    ErrorCode::InvalidRequest.code(),
+                    "the client gave no response to this request",
+                )),
+            }
+        }
+        flight.client_token = request.progress_token();
+        self.drive(flight, client_id, tx).await
     }
 
     /// Passes one message an upstream sent about a request to the client, mapping progress
@@ -652,26 +791,11 @@ impl Session {
     ) -> Option<Message> {
         let upstream_id = request.id().cloned()?;
         let method = request.method().unwrap_or_default();
-        let refusal = match method {
-            _ if self.mode == Mode::Stateless => {
+        let refusal = match self.mode {
+            Mode::Stateless => {
                 Some("the client uses 2026-07-28 and cannot receive server requests")
             }
-            "sampling/createMessage" if !conn.config.allow_sampling => {
-                Some("sampling is not enabled for this server")
-            }
-            "sampling/createMessage" if !self.client_capabilities.contains("sampling") => {
-                Some("the client does not support sampling")
-            }
-            "roots/list" if !conn.config.allow_roots => {
-                Some("roots are not enabled for this server")
-            }
-            "roots/list" if !self.client_capabilities.contains("roots") => {
-                Some("the client does not support roots")
-            }
-            "elicitation/create" if !self.client_capabilities.contains("elicitation") => {
-                Some("the client does not support elicitation")
-            }
-            _ => None,
+            Mode::Handshake => refusal(method, conn, &self.client_capabilities),
         };
         if let Some(reason) = refusal {
             conn.refuse(upstream_id, reason);
@@ -799,6 +923,60 @@ impl Subscriber for Session {
         }
     }
 }
+
+/// Why a server-to-client request may not reach this client, if it may not: sampling and
+/// roots need the operator's consent per server, and every kind needs the client's capability.
+fn refusal(method: &str, conn: &Connection, capabilities: &RawObject) -> Option<&'static str> {
+    match method {
+        "sampling/createMessage" if !conn.config.allow_sampling => {
+            Some("sampling is not enabled for this server")
+        }
+        "sampling/createMessage" if !capabilities.contains("sampling") => {
+            Some("the client does not support sampling")
+        }
+        "roots/list" if !conn.config.allow_roots => Some("roots are not enabled for this server"),
+        "roots/list" if !capabilities.contains("roots") => {
+            Some("the client does not support roots")
+        }
+        "elicitation/create" if !capabilities.contains("elicitation") => {
+            Some("the client does not support elicitation")
+        }
+        _ => None,
+    }
+}
+
+/// The client capabilities a 2026-07-28 request declares in its `_meta`.
+fn request_capabilities(request: &Message) -> RawObject {
+    request
+        .params()
+        .ok()
+        .and_then(|p| p.get_object("_meta"))
+        .and_then(|m| m.get_object("io.modelcontextprotocol/clientCapabilities"))
+        .unwrap_or_default()
+}
+
+/// A request in flight upstream, followed by [`Session::drive`].
+struct Flight {
+    conn: Arc<Connection>,
+    upstream_id: u64,
+    events: mpsc::Receiver<Message>,
+    response: tokio::sync::oneshot::Receiver<Result<Message, UpstreamError>>,
+    deadline: tokio::time::Instant,
+    client_token: Option<Box<RawValue>>,
+    /// What a stateless client declared it can answer.
+    capabilities: RawObject,
+    is_call: bool,
+    /// Input requests handed to a stateless client: its key and the upstream request's id.
+    asked: Vec<(String, Id)>,
+}
+
+enum Outcome {
+    Done(Option<Result<Message, UpstreamError>>),
+    NeedsInput((String, Box<RawValue>)),
+}
+
+/// Prefix of the `requestState` the gateway mints for parked flights.
+const REQUEST_STATE_PREFIX: &str = "toolgate.";
 
 fn result_is_error(reply: &Message) -> bool {
     reply
