@@ -840,30 +840,25 @@ impl Session {
         conn.send(response);
     }
 
+    /// Cancels a request of this client in flight, as `notifications/cancelled` would.
+    pub fn cancel_request(&self, id: &Id, reason: &str) {
+        let Some((conn, upstream_id)) = self.inflight.lock().unwrap().remove(id) else {
+            return;
+        };
+        conn.cancel(upstream_id, reason);
+    }
+
     /// A client notification.
     pub fn handle_notification(&self, notification: Message) {
         match notification.method().unwrap_or_default() {
             "notifications/initialized" => {}
             "notifications/cancelled" => {
-                let Ok(mut params) = notification.params() else {
+                let Ok(params) = notification.params() else {
                     return;
                 };
-                let Some(id) = params.get("requestId").and_then(|raw| {
-                    let body = format!(r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#, raw.get());
-                    Message::parse(body.as_bytes(), &Default::default())
-                        .ok()
-                        .and_then(|m| m.id().cloned())
-                }) else {
-                    return;
-                };
-                let Some((conn, upstream_id)) = self.inflight.lock().unwrap().remove(&id) else {
-                    return;
-                };
-                params.set_value("requestId", &upstream_id);
-                let mut forwarded = notification;
-                forwarded.set_params(&params);
-                conn.send(forwarded);
-                conn.cancel(upstream_id, "");
+                if let Some(id) = params.get("requestId").and_then(Id::from_raw) {
+                    self.cancel_request(&id, &params.get_str("reason").unwrap_or_default());
+                }
             }
             "notifications/roots/list_changed" => {
                 for up in self.upstreams.iter().filter(|u| u.config.allow_roots) {

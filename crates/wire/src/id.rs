@@ -19,7 +19,7 @@ impl Id {
     }
 
     /// Accepts a raw value as a request id if MCP allows it: a string or an integer.
-    pub(crate) fn from_raw(raw: &RawValue) -> Option<Id> {
+    pub fn from_raw(raw: &RawValue) -> Option<Id> {
         let text = raw.get();
         let ok = match text.as_bytes().first() {
             Some(b'"') => true,

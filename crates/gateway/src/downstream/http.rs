@@ -486,14 +486,6 @@ async fn reply(
     session: &Arc<Session>,
     message: Message,
 ) -> Response {
-    let Some(permit) = gateway.open_stream(grant) else {
-        return rpc_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            message.id().cloned(),
-            ErrorCode::InvalidRequest,
-            "too many open streams for this grant",
-        );
-    };
     let id = message.id().cloned();
     let mut rx = session.handle_request(message);
     let Some(first) = rx.recv().await else {
@@ -507,6 +499,18 @@ async fn reply(
     if first.kind() == Kind::Response {
         return json_response(StatusCode::OK, &first);
     }
+    // The answer becomes a stream: it counts against the grant's open streams.
+    let Some(permit) = gateway.open_stream(grant) else {
+        if let Some(id) = &id {
+            session.cancel_request(id, "too many open streams for this grant");
+        }
+        return rpc_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            id,
+            ErrorCode::InvalidRequest,
+            "too many open streams for this grant",
+        );
+    };
     let stream = EventStream {
         first: Some(first),
         rx: Some(rx),

@@ -35,6 +35,7 @@ where
     let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
     let writer = tokio::spawn(write_messages(output, out_rx));
     let mut session: Option<Arc<Session>> = None;
+    let mut relay: Option<tokio::task::JoinHandle<()>> = None;
 
     loop {
         let line = match reader.next_line().await? {
@@ -65,13 +66,13 @@ where
                     session = Some(s.clone());
                     if let Some(mut rx) = s.take_outbound() {
                         let tx = out_tx.clone();
-                        tokio::spawn(async move {
+                        relay = Some(tokio::spawn(async move {
                             while let Some(m) = rx.recv().await {
                                 if tx.send(m).await.is_err() {
                                     return;
                                 }
                             }
-                        });
+                        }));
                     }
                     if message.method() == Some("initialize") {
                         continue;
@@ -97,7 +98,14 @@ where
             Kind::Response => current.handle_response(message),
         }
     }
-    drop(session);
+    // The client is gone: end its session (its upstreams stop) and the stream of unsolicited
+    // messages, so the writer drains and returns.
+    if let Some(s) = session.take() {
+        gateway.close_session(&s.id);
+    }
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     drop(out_tx);
     let _ = writer.await;
     Ok(())

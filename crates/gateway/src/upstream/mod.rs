@@ -162,7 +162,16 @@ impl Upstream {
 
     fn set_state(self: &Arc<Self>, state: State) {
         *self.state.lock().unwrap() = state;
-        self.settled.send_modify(|n| *n += 1);
+        let mut first = false;
+        self.settled.send_modify(|n| {
+            first = *n == 0;
+            *n += 1
+        });
+        // Sessions wait for the first outcome before they answer `initialize`: only later
+        // changes are news to them.
+        if first {
+            return;
+        }
         for sub in self.live_subscribers() {
             sub.health_changed(self);
         }
