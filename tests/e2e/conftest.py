@@ -374,3 +374,48 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1, what: st
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def async_wait_until(predicate, timeout: float = 10.0, interval: float = 0.1, what: str = "condition"):
+    """`wait_until` for async tests: sleeps without blocking the event loop (the client keeps running)."""
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await anyio.sleep(interval)
+
+
+def write_config(tmp: Path, servers: str, extra: str = "", limits: str = "", listen: str = "") -> Path:
+    """A config file for commands that do not listen (e.g. `toolgate stdio`): state dir, servers, grants."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = tmp / "toolgate.toml"
+    config.write_text(
+        (f"[listen]\n{listen}\n" if listen else "")
+        + f"[state]\ndir = {toml_str(str(tmp / 'state'))}\n"
+        + (f"[limits]\n{limits}\n" if limits else "")
+        + servers
+        + f"\n[grants.alice]\ntoken_sha256 = \"{sha256_hex(TOKEN)}\"\n"
+        + f"\n[grants.bob]\ntoken_sha256 = \"{sha256_hex(OTHER_TOKEN)}\"\n"
+        + extra
+    )
+    return config
+
+
+async def async_poll(predicate, timeout: float = 10.0, interval: float = 0.1):
+    """Polls `predicate` without blocking the event loop; its last value (falsy on timeout).
+
+    Unlike `async_wait_until` it never fails inside the caller's task groups, so the test can
+    assert afterwards and get a plain assertion message instead of an exception group."""
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await anyio.sleep(interval)

@@ -115,9 +115,10 @@ async fn answer(message: &Message, notify: &mpsc::UnboundedSender<Message>) -> O
 }
 
 async fn serve_stdio() {
+    let (stdin, stdout) = toolgate_wire::line::stdio();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let writer = tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
+        let mut out = stdout;
         while let Some(m) = rx.recv().await {
             if out.write_all(m.to_line().as_bytes()).await.is_err() {
                 return;
@@ -127,7 +128,7 @@ async fn serve_stdio() {
             }
         }
     });
-    let mut lines = LineReader::new(BufReader::new(tokio::io::stdin()), 4 << 20);
+    let mut lines = LineReader::new(BufReader::new(stdin), 4 << 20);
     loop {
         let line = match lines.next_line().await {
             Ok(Line::Data(line)) => line,

@@ -265,7 +265,13 @@ impl Config {
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let line_of = |span: std::ops::Range<usize>| {
-            Some(text[..span.start.min(text.len())].lines().count().max(1))
+            Some(
+                text.as_bytes()[..span.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1,
+            )
         };
         let invalid = |key: String, line: Option<usize>, message: String| ConfigError::Invalid {
             path: path.to_owned(),

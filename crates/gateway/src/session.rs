@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::grant::Grant;
 use crate::metrics::Metrics;
 use crate::names;
-use crate::upstream::{Connection, Subscriber, Upstream, UpstreamError};
+use crate::upstream::{Connection, Io, Subscriber, Upstream, UpstreamError, poll_io};
 
 /// Protocol versions offered to downstream clients that use the handshake, newest first.
 pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -224,12 +224,28 @@ impl Session {
         }
     }
 
-    /// Serves one request; the reply channel gets any messages about it, then its response.
+    /// Serves one request on a task of its own; the reply channel gets any messages about it,
+    /// then its response.
     pub fn handle_request(self: &Arc<Self>, request: Message) -> mpsc::Receiver<Message> {
+        let (work, rx) = self.request(request);
+        tokio::spawn(work);
+        rx
+    }
+
+    /// The work of serving one request, for the caller to drive, and the reply channel it
+    /// feeds. A transport that can wait drives it in place: most requests are answered
+    /// without a message before the response, and then no task hand-off is needed.
+    pub fn request(
+        self: &Arc<Self>,
+        request: Message,
+    ) -> (
+        impl Future<Output = ()> + Send + 'static,
+        mpsc::Receiver<Message>,
+    ) {
         let (tx, rx) = mpsc::channel(64);
         let this = self.clone();
         this.active.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
+        let work = async move {
             let id = request.id().cloned().expect("a request has an id");
             let reply = this.serve(request, &tx).await;
             if let Some(mut reply) = reply {
@@ -238,8 +254,8 @@ impl Session {
             }
             this.active.fetch_sub(1, Ordering::Relaxed);
             this.touch();
-        });
-        rx
+        };
+        (work, rx)
     }
 
     /// Stateless clients expect `resultType` on every result.
@@ -578,8 +594,10 @@ impl Session {
         };
         let client_token = request.progress_token();
         let mut capabilities = RawObject::new();
+        let mut log_level = Some(0);
         if self.mode == Mode::Stateless {
             capabilities = request_capabilities(&request);
+            log_level = request_log_level(&request);
             strip_modern_meta(&mut request);
         }
         let exchange = match conn.start(request, self.key, client_token.is_some()) {
@@ -592,8 +610,10 @@ impl Session {
             upstream_id: exchange.id,
             events: exchange.events,
             response: exchange.response,
+            io: exchange.io,
             client_token,
             capabilities,
+            log_level,
             is_call,
             asked: Vec::new(),
         };
@@ -614,11 +634,21 @@ impl Session {
             .lock()
             .unwrap()
             .insert(client_id.clone(), (flight.conn.clone(), flight.upstream_id));
+        // If the transport drops this future (the client went away), the upstream is told.
+        let mut abandoned = Abandoned {
+            conn: Some(flight.conn.clone()),
+            upstream_id: flight.upstream_id,
+            session: self.clone(),
+            client_id: client_id.clone(),
+        };
         let token = flight.client_token.clone();
         let outcome = loop {
             tokio::select! {
                 biased;
                 Some(event) = flight.events.recv() => {
+                    if event.method() == Some("notifications/message") && !flight.wants_log(&event) {
+                        continue;
+                    }
                     if self.mode == Mode::Stateless && event.kind() == Kind::Request {
                         if let Some(input) = self.ask_client(&mut flight, event) {
                             break Outcome::NeedsInput(input);
@@ -628,6 +658,9 @@ impl Session {
                     self.relay(&flight.conn, event, token.as_deref(), tx).await
                 }
                 r = &mut flight.response => break Outcome::Done(r.ok()),
+                () = poll_io(&mut flight.io) => flight.io = None,
+                // A 2026-07-28 client cancels by going away (`abandoned` tells the upstream).
+                _ = tx.closed(), if self.mode == Mode::Stateless => return None,
                 _ = tokio::time::sleep_until(flight.deadline) => {
                     flight.conn.cancel(flight.upstream_id, "timed out in the gateway");
                     let after = flight.conn.config.request_timeout;
@@ -635,6 +668,7 @@ impl Session {
                 }
             }
         };
+        abandoned.conn = None;
         let cancelled = self.inflight.lock().unwrap().remove(&client_id).is_none();
         let outcome = match outcome {
             Outcome::NeedsInput(input) => return Some(self.park(flight, client_id, input)),
@@ -680,7 +714,7 @@ impl Session {
     /// Parks a flight that waits for the client's input and answers with `input_required`.
     fn park(
         self: &Arc<Self>,
-        flight: Flight,
+        mut flight: Flight,
         client_id: Id,
         (key, input): (String, Box<RawValue>),
     ) -> Message {
@@ -688,6 +722,10 @@ impl Session {
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
         let state = format!("{REQUEST_STATE_PREFIX}{}", hex::encode(bytes));
         let deadline = flight.deadline;
+        // Nobody polls a parked flight: its transport work goes on by itself.
+        if let Some(io) = flight.io.take() {
+            tokio::spawn(io);
+        }
         self.parked.lock().unwrap().insert(state.clone(), flight);
         // A client that never comes back must not hold the upstream request forever.
         let this = Arc::downgrade(self);
@@ -956,13 +994,70 @@ struct Flight {
     upstream_id: u64,
     events: mpsc::Receiver<Message>,
     response: tokio::sync::oneshot::Receiver<Result<Message, UpstreamError>>,
+    /// Transport work to poll while waiting (HTTP upstreams).
+    io: Option<Io>,
     deadline: tokio::time::Instant,
     client_token: Option<Box<RawValue>>,
     /// What a stateless client declared it can answer.
     capabilities: RawObject,
+    /// The least severe log level the client wants (`None`: no logs; stateless clients opt in
+    /// per request).
+    log_level: Option<u8>,
     is_call: bool,
     /// Input requests handed to a stateless client: its key and the upstream request's id.
     asked: Vec<(String, Id)>,
+}
+
+impl Flight {
+    fn wants_log(&self, notification: &Message) -> bool {
+        let Some(min) = self.log_level else {
+            return false;
+        };
+        let level = notification.params().ok().and_then(|p| p.get_str("level"));
+        level.as_deref().and_then(severity).is_none_or(|l| l >= min)
+    }
+}
+
+/// Syslog severities as MCP names them, least severe first.
+fn severity(level: &str) -> Option<u8> {
+    const LEVELS: [&str; 8] = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
+    LEVELS.iter().position(|l| *l == level).map(|i| i as u8)
+}
+
+/// The log level a 2026-07-28 request opts into with `_meta`, if any.
+fn request_log_level(request: &Message) -> Option<u8> {
+    let meta = request.params().ok()?.get_object("_meta")?;
+    severity(&meta.get_str("io.modelcontextprotocol/logLevel")?)
+}
+
+/// Cancels an upstream request whose caller was dropped midway.
+struct Abandoned {
+    conn: Option<Arc<Connection>>,
+    upstream_id: u64,
+    session: Arc<Session>,
+    client_id: Id,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.session
+                .inflight
+                .lock()
+                .unwrap()
+                .remove(&self.client_id);
+            conn.cancel(self.upstream_id, "the client went away");
+        }
+    }
 }
 
 enum Outcome {

@@ -15,6 +15,9 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Threads serving requests: 1 runs everything on one thread, 0 uses one per core.
+    #[arg(long, global = true, default_value_t = 0, env = "TOOLGATE_THREADS")]
+    threads: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,10 +73,19 @@ const BAD_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime starts");
+    let runtime = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("a Tokio runtime starts");
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
@@ -120,13 +132,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("toolgate: no grant named {grant:?} in the configuration");
                 return Ok(ExitCode::from(BAD_CONFIG));
             };
-            toolgate_gateway::downstream::stdio::serve(
-                gateway.clone(),
-                grant,
-                tokio::io::stdin(),
-                tokio::io::stdout(),
-            )
-            .await?;
+            let (stdin, stdout) = toolgate_wire::line::stdio();
+            toolgate_gateway::downstream::stdio::serve(gateway.clone(), grant, stdin, stdout)
+                .await?;
             gateway.close_all();
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(ExitCode::SUCCESS)

@@ -1,6 +1,6 @@
 //! Newline-delimited messages, as MCP's stdio transport frames them.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite};
 
 /// What one read of a line produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,6 +82,36 @@ fn trim_cr(mut line: Vec<u8>) -> Vec<u8> {
         line.pop();
     }
     line
+}
+
+/// This process's stdin and stdout for async use. When they are pipes (as when a client spawns
+/// an MCP server) they are registered with the reactor directly; otherwise (a terminal, a file)
+/// Tokio's blocking-thread versions are used. The pipe path avoids a thread hand-off per read
+/// and per write, which dominates the cost of a small message.
+pub fn stdio() -> (
+    Box<dyn AsyncRead + Send + Unpin>,
+    Box<dyn AsyncWrite + Send + Unpin>,
+) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+
+    let input: Box<dyn AsyncRead + Send + Unpin> = match std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(pipe::Receiver::from_owned_fd)
+    {
+        Ok(rx) => Box::new(rx),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let output: Box<dyn AsyncWrite + Send + Unpin> = match std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(pipe::Sender::from_owned_fd)
+    {
+        Ok(tx) => Box::new(tx),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
 }
 
 #[cfg(test)]

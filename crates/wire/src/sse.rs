@@ -51,6 +51,7 @@ pub struct Decoder {
     event: String,
     id: Option<String>,
     has_data: bool,
+    retry: Option<u64>,
 }
 
 impl Decoder {
@@ -63,7 +64,18 @@ impl Decoder {
             event: String::new(),
             id: None,
             has_data: false,
+            retry: None,
         }
+    }
+
+    /// The reconnection delay the server last asked for (`retry:`), in milliseconds.
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
+    }
+
+    /// The last event id seen (`id:`), for `Last-Event-ID` when resuming.
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.id.as_deref().filter(|id| !id.is_empty())
     }
 
     /// Adds a chunk and returns the events it completed.
@@ -128,6 +140,7 @@ impl Decoder {
             }
             "event" => self.event = value.to_owned(),
             "id" => self.id = Some(value.to_owned()),
+            "retry" => self.retry = value.parse().ok().or(self.retry),
             _ => {}
         }
         Ok(None)

@@ -487,8 +487,18 @@ async fn reply(
     message: Message,
 ) -> Response {
     let id = message.id().cloned();
-    let mut rx = session.handle_request(message);
-    let Some(first) = rx.recv().await else {
+    let (work, mut rx) = session.request(message);
+    let mut work = Box::pin(work);
+    let mut done = false;
+    let first = tokio::select! {
+        biased;
+        m = rx.recv() => m,
+        () = &mut work => {
+            done = true;
+            rx.recv().await
+        }
+    };
+    let Some(first) = first else {
         return rpc_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             id,
@@ -497,7 +507,13 @@ async fn reply(
         );
     };
     if first.kind() == Kind::Response {
+        if !done {
+            work.await;
+        }
         return json_response(StatusCode::OK, &first);
+    }
+    if !done {
+        tokio::spawn(work);
     }
     // The answer becomes a stream: it counts against the grant's open streams.
     let Some(permit) = gateway.open_stream(grant) else {
@@ -511,11 +527,13 @@ async fn reply(
             "too many open streams for this grant",
         );
     };
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.reset();
     let stream = EventStream {
         first: Some(first),
         rx: Some(rx),
         session: None,
-        keepalive: None,
+        keepalive: Some(keepalive),
         shutdown: None,
         _permit: permit,
     };

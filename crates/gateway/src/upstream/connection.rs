@@ -34,6 +34,9 @@ pub struct InitInfo {
     pub instructions: Option<String>,
 }
 
+/// Transport work an exchange needs polled until it completes.
+pub type Io = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// One request in flight upstream.
 pub struct Exchange {
     /// The upstream-side id (also its progress token).
@@ -42,6 +45,31 @@ pub struct Exchange {
     pub events: mpsc::Receiver<Message>,
     /// The response, or why there will be none.
     pub response: oneshot::Receiver<Result<Message, UpstreamError>>,
+    /// Transport work to poll alongside `response` (see [`Exchange::wait`]).
+    pub io: Option<Io>,
+}
+
+impl Exchange {
+    /// Waits for the response while driving the transport work.
+    pub async fn wait(
+        &mut self,
+    ) -> Result<Result<Message, UpstreamError>, oneshot::error::RecvError> {
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut self.response => return r,
+                () = poll_io(&mut self.io) => self.io = None,
+            }
+        }
+    }
+}
+
+/// Polls an exchange's transport work; pending forever when there is none (or no more).
+pub async fn poll_io(io: &mut Option<Io>) {
+    match io {
+        Some(io) => io.await,
+        None => std::future::pending().await,
+    }
 }
 
 struct Pending {
@@ -54,7 +82,15 @@ struct Pending {
 pub(crate) trait Outbound: Send + Sync {
     /// Sends a request whose answer (and related messages) will come back through
     /// [`Connection::dispatch`].
-    fn send_request(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError>;
+    ///
+    /// A transport whose exchange needs driving (an HTTP request and its response stream)
+    /// returns that work: whoever waits for the response polls it, which saves a task hand-off
+    /// per request.
+    fn send_request(
+        &self,
+        conn: &Arc<Connection>,
+        message: Message,
+    ) -> Result<Option<Io>, UpstreamError>;
     /// Sends a notification or a response.
     fn send(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError>;
     /// The handshake is done (HTTP opens its standalone event stream here).
@@ -167,14 +203,18 @@ impl Connection {
                 response: Some(response_tx),
             },
         );
-        if let Err(e) = self.outbound.send_request(self, message) {
-            self.pending.lock().unwrap().remove(&id);
-            return Err(e);
-        }
+        let io = match self.outbound.send_request(self, message) {
+            Ok(io) => io,
+            Err(e) => {
+                self.pending.lock().unwrap().remove(&id);
+                return Err(e);
+            }
+        };
         Ok(Exchange {
             id,
             events,
             response,
+            io,
         })
     }
 
@@ -201,10 +241,10 @@ impl Connection {
     /// cancel.
     pub async fn finish(
         self: &Arc<Self>,
-        exchange: Exchange,
+        mut exchange: Exchange,
         timeout: Duration,
     ) -> Result<Message, UpstreamError> {
-        match tokio::time::timeout(timeout, exchange.response).await {
+        match tokio::time::timeout(timeout, exchange.wait()).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(UpstreamError::Closed {
                 server: self.server.clone(),

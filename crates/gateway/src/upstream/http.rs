@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use toolgate_wire::sse::Decoder;
 use toolgate_wire::{Id, Limits, Message};
 
-use super::connection::{Connection, Outbound};
+use super::connection::{Connection, Io, Outbound};
 use super::{Upstream, UpstreamError};
 use crate::config::{ServerConfig, Transport};
 
@@ -32,7 +32,8 @@ fn client() -> reqwest::Client {
 
 struct Shared {
     server: Arc<str>,
-    url: String,
+    /// Parsed once: parsing a URL per request shows in profiles.
+    url: reqwest::Url,
     headers: HeaderMap,
     session_id: Mutex<Option<HeaderValue>>,
     protocol_version: Mutex<Option<HeaderValue>>,
@@ -60,9 +61,13 @@ pub(super) fn open(
             HeaderValue::try_from(v.as_str()).map_err(|_| bad("value for"))?,
         );
     }
+    let url = reqwest::Url::parse(url).map_err(|e| UpstreamError::Unavailable {
+        server: server.clone(),
+        reason: format!("invalid URL {url:?}: {e}"),
+    })?;
     let shared = Arc::new(Shared {
         server,
-        url: url.clone(),
+        url,
         headers: map,
         session_id: Mutex::new(None),
         protocol_version: Mutex::new(None),
@@ -75,10 +80,18 @@ pub(super) fn open(
 }
 
 impl Outbound for HttpOutbound {
-    fn send_request(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError> {
+    fn send_request(
+        &self,
+        conn: &Arc<Connection>,
+        message: Message,
+    ) -> Result<Option<Io>, UpstreamError> {
         let related = message.id().and_then(Id::as_u64);
-        tokio::spawn(post(self.0.clone(), conn.clone(), message, related));
-        Ok(())
+        Ok(Some(Box::pin(post(
+            self.0.clone(),
+            conn.clone(),
+            message,
+            related,
+        ))))
     }
 
     fn send(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError> {
@@ -115,7 +128,7 @@ impl Drop for HttpOutbound {
 impl Shared {
     fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
         let mut req = client()
-            .request(method, &self.url)
+            .request(method, self.url.clone())
             .headers(self.headers.clone());
         if let Some(v) = self.session_id.lock().unwrap().clone() {
             req = req.header("mcp-session-id", v);
@@ -181,7 +194,7 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_sse && status.is_success() {
-        return read_events(&shared, &Arc::downgrade(&conn), response, related).await;
+        return follow_events(&shared, &conn, response, related).await;
     }
     let body = match read_body(response).await {
         Ok(b) => b,
@@ -222,6 +235,16 @@ async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
     Ok(body)
 }
 
+/// How an event stream ended.
+struct StreamEnd {
+    /// The response to the related request came through.
+    answered: bool,
+    /// The last event id, to resume from.
+    last_event_id: Option<String>,
+    /// The delay the server asked for before reconnecting.
+    retry: Option<Duration>,
+}
+
 /// Reads one event stream, holding the connection only weakly so that a long-lived stream does
 /// not keep a dropped connection alive.
 async fn read_events(
@@ -229,39 +252,38 @@ async fn read_events(
     conn: &Weak<Connection>,
     response: reqwest::Response,
     related: Option<u64>,
-) {
+) -> StreamEnd {
     let mut decoder = Decoder::new(MAX_MESSAGE);
     let mut stream = response.bytes_stream();
     let limits = Limits {
         max_bytes: MAX_MESSAGE,
         ..Limits::default()
     };
+    let mut end = StreamEnd {
+        answered: false,
+        last_event_id: None,
+        retry: None,
+    };
     let Some(mut closed) = conn.upgrade().map(|c| c.closed()) else {
-        return;
+        return end;
     };
     loop {
         let chunk = tokio::select! {
             chunk = stream.next() => chunk,
-            _ = closed.wait_for(|r| r.is_some()) => return,
+            _ = closed.wait_for(|r| r.is_some()) => return end,
         };
         let Some(chunk) = chunk else { break };
-        let Some(conn) = conn.upgrade() else { return };
+        let Some(conn) = conn.upgrade() else {
+            return end;
+        };
         let events = match chunk
             .map_err(|e| e.to_string())
             .and_then(|c| decoder.feed(&c).map_err(|e| e.to_string()))
         {
             Ok(events) => events,
             Err(e) => {
-                if let Some(id) = related {
-                    conn.fail(
-                        id,
-                        UpstreamError::Protocol {
-                            server: shared.server.clone(),
-                            message: format!("event stream failed: {e}"),
-                        },
-                    );
-                }
-                return;
+                tracing::debug!(server = %shared.server, error = %e, "event stream broke");
+                break;
             }
         };
         for event in events
@@ -269,21 +291,84 @@ async fn read_events(
             .filter(|e| e.event == "message" && !e.data.is_empty())
         {
             match Message::parse(event.data.as_bytes(), &limits) {
-                Ok(m) => conn.dispatch(m, related),
+                Ok(m) => {
+                    if m.kind() == toolgate_wire::Kind::Response
+                        && m.id().and_then(Id::as_u64) == related
+                    {
+                        end.answered = true;
+                    }
+                    conn.dispatch(m, related)
+                }
                 Err(e) => {
                     tracing::warn!(server = %shared.server, error = %e, "invalid message in event stream; dropped")
                 }
             }
         }
+        end.last_event_id = decoder.last_event_id().map(str::to_owned);
+        end.retry = decoder.retry().map(Duration::from_millis);
     }
-    if let (Some(id), Some(conn)) = (related, conn.upgrade()) {
-        conn.fail(
-            id,
-            UpstreamError::Protocol {
-                server: shared.server.clone(),
-                message: "event stream ended without a response".into(),
-            },
-        );
+    end.last_event_id = decoder.last_event_id().map(str::to_owned);
+    end.retry = decoder.retry().map(Duration::from_millis);
+    end
+}
+
+/// Follows a request's event stream to its response, resuming with `Last-Event-ID` when the
+/// server closes the stream early (servers may, to poll long calls), as a direct client would.
+async fn follow_events(
+    shared: &Shared,
+    conn: &Arc<Connection>,
+    response: reqwest::Response,
+    related: Option<u64>,
+) {
+    const MAX_RESUMES: u32 = 5;
+    let weak = Arc::downgrade(conn);
+    let mut end = read_events(shared, &weak, response, related).await;
+    let mut resumes = 0;
+    while let Some(id) = related.filter(|_| !end.answered) {
+        let Some(last) = end
+            .last_event_id
+            .clone()
+            .filter(|_| resumes < MAX_RESUMES && !conn.is_closed())
+        else {
+            conn.fail(
+                id,
+                UpstreamError::Protocol {
+                    server: shared.server.clone(),
+                    message: "event stream ended without a response".into(),
+                },
+            );
+            return;
+        };
+        resumes += 1;
+        tokio::time::sleep(
+            end.retry
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(30)),
+        )
+        .await;
+        let resumed = shared
+            .request(reqwest::Method::GET)
+            .header(http::header::ACCEPT, "text/event-stream")
+            .header("last-event-id", last.as_str())
+            .send()
+            .await;
+        match resumed {
+            Ok(r) if r.status().is_success() => {
+                let next = read_events(shared, &weak, r, related).await;
+                end = StreamEnd {
+                    answered: next.answered,
+                    last_event_id: next.last_event_id.or(Some(last)),
+                    retry: next.retry.or(end.retry),
+                };
+            }
+            Ok(r) => {
+                tracing::debug!(server = %shared.server, status = %r.status(), "resuming the event stream failed");
+                end.last_event_id = None;
+            }
+            Err(e) => {
+                tracing::debug!(server = %shared.server, error = %e, "resuming the event stream failed");
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 use toolgate_wire::Message;
 
-pub use connection::{Connection, Exchange, InitInfo};
+pub use connection::{Connection, Exchange, InitInfo, Io, poll_io};
 
 use crate::config::{Isolation, ServerConfig, Transport};
 

@@ -4,44 +4,136 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
+use std::collections::VecDeque;
+
+use tokio::io::BufReader;
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use toolgate_wire::line::{Line, LineReader};
 use toolgate_wire::{Limits, Message};
 
-use super::connection::{Connection, Outbound};
+use super::connection::{Connection, Io, Outbound};
 use super::{Upstream, UpstreamError};
 use crate::config::{ServerConfig, Transport};
 
 /// Lines queued for a child that does not read its stdin; beyond this, sends fail.
 const WRITE_QUEUE: usize = 1024;
 
+/// Writes lines to a child's stdin: straight from the caller while the pipe has room (no task
+/// hand-off on the hot path), through a background task once it has not.
+struct StdinWriter {
+    pipe: pipe::Sender,
+    backlog: Mutex<Backlog>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Backlog {
+    lines: VecDeque<Vec<u8>>,
+    closed: bool,
+}
+
+impl StdinWriter {
+    fn write(&self, line: String) -> Result<(), &'static str> {
+        let mut backlog = self.backlog.lock().unwrap();
+        if backlog.closed {
+            return Err("the server's input is closed");
+        }
+        if !backlog.lines.is_empty() {
+            // Earlier lines wait: keep the order.
+            if backlog.lines.len() >= WRITE_QUEUE {
+                return Err("the server is not reading its input");
+            }
+            backlog.lines.push_back(line.into_bytes());
+            return Ok(());
+        }
+        let bytes = line.into_bytes();
+        let written = match self.pipe.try_write(&bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                backlog.closed = true;
+                return Err("the server's input is closed");
+            }
+        };
+        if written < bytes.len() {
+            backlog.lines.push_back(bytes[written..].to_vec());
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.backlog.lock().unwrap().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Drains the backlog whenever there is one; ends (closing the pipe when the last
+    /// reference goes) once closed.
+    async fn drain(self: Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            loop {
+                let front = {
+                    let backlog = self.backlog.lock().unwrap();
+                    if backlog.closed {
+                        return;
+                    }
+                    match backlog.lines.front() {
+                        Some(line) => line.clone(),
+                        None => break,
+                    }
+                };
+                match self.pipe.try_write(&front) {
+                    Ok(n) => {
+                        let mut backlog = self.backlog.lock().unwrap();
+                        if n == front.len() {
+                            backlog.lines.pop_front();
+                        } else if let Some(line) = backlog.lines.front_mut() {
+                            line.drain(..n);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if self.pipe.writable().await.is_err() {
+                            self.backlog.lock().unwrap().closed = true;
+                            return;
+                        }
+                    }
+                    Err(_) => {
+                        self.backlog.lock().unwrap().closed = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct StdioOutbound {
     server: Arc<str>,
-    lines: mpsc::Sender<String>,
+    stdin: Arc<StdinWriter>,
     child: Mutex<Option<Child>>,
 }
 
 impl StdioOutbound {
     fn push(&self, message: Message) -> Result<(), UpstreamError> {
-        self.lines
-            .try_send(message.to_line())
-            .map_err(|e| UpstreamError::Unavailable {
+        self.stdin
+            .write(message.to_line())
+            .map_err(|reason| UpstreamError::Unavailable {
                 server: self.server.clone(),
-                reason: match e {
-                    mpsc::error::TrySendError::Full(_) => {
-                        "the server is not reading its input".into()
-                    }
-                    mpsc::error::TrySendError::Closed(_) => "the server's input is closed".into(),
-                },
+                reason: reason.into(),
             })
     }
 }
 
 impl Outbound for StdioOutbound {
-    fn send_request(&self, _: &Arc<Connection>, message: Message) -> Result<(), UpstreamError> {
-        self.push(message)
+    fn send_request(
+        &self,
+        _: &Arc<Connection>,
+        message: Message,
+    ) -> Result<Option<Io>, UpstreamError> {
+        self.push(message).map(|()| None)
     }
     fn send(&self, _: &Arc<Connection>, message: Message) -> Result<(), UpstreamError> {
         self.push(message)
@@ -49,9 +141,10 @@ impl Outbound for StdioOutbound {
 }
 
 impl Drop for StdioOutbound {
-    /// Stops the child as MCP's stdio transport prescribes: close its input (the writer task
-    /// ends when `lines` is dropped right after this), give it time to exit, then kill it.
+    /// Stops the child as MCP's stdio transport prescribes: close its input, give it time to
+    /// exit, then kill it.
     fn drop(&mut self) {
+        self.stdin.close();
         let Some(mut child) = self.child.lock().unwrap().take() else {
             return;
         };
@@ -101,30 +194,29 @@ pub(super) fn spawn(
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
 
-    let (lines, lines_rx) = mpsc::channel(WRITE_QUEUE);
+    let pipe = stdin
+        .into_owned_fd()
+        .and_then(pipe::Sender::from_owned_fd)
+        .map_err(|e| UpstreamError::Unavailable {
+            server: server.clone(),
+            reason: format!("cannot use the server's input: {e}"),
+        })?;
+    let stdin = Arc::new(StdinWriter {
+        pipe,
+        backlog: Mutex::new(Backlog::default()),
+        wake: Notify::new(),
+    });
+    tokio::spawn(stdin.clone().drain());
     let outbound = StdioOutbound {
         server: server.clone(),
-        lines,
+        stdin,
         child: Mutex::new(Some(child)),
     };
     let conn = Connection::new(config.clone(), upstream, Box::new(outbound));
 
-    tokio::spawn(write_lines(stdin, lines_rx));
     tokio::spawn(read_messages(Arc::downgrade(&conn), stdout, max_line));
     tokio::spawn(log_stderr(server, stderr));
     Ok(conn)
-}
-
-async fn write_lines(mut stdin: tokio::process::ChildStdin, mut lines: mpsc::Receiver<String>) {
-    while let Some(line) = lines.recv().await {
-        if stdin.write_all(line.as_bytes()).await.is_err() {
-            return;
-        }
-        // Flush only when the queue is empty: batches writes under load, no delay when idle.
-        if lines.is_empty() && stdin.flush().await.is_err() {
-            return;
-        }
-    }
 }
 
 async fn read_messages(
