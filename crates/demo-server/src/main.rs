@@ -116,18 +116,26 @@ async fn answer(message: &Message, notify: &mpsc::UnboundedSender<Message>) -> O
 
 async fn serve_stdio() {
     let (stdin, stdout) = toolgate_wire::line::stdio();
+    let out = Arc::new(tokio::sync::Mutex::new(stdout));
+    // Slow calls (countdown) run on tasks of their own and write through this channel, so that
+    // their progress notifications precede their response.
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-    let writer = tokio::spawn(async move {
-        let mut out = stdout;
-        while let Some(m) = rx.recv().await {
-            if out.write_all(m.to_line().as_bytes()).await.is_err() {
-                return;
+    let writer = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if out
+                    .lock()
+                    .await
+                    .write_all(m.to_line().as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
-            if rx.is_empty() {
-                let _ = out.flush().await;
-            }
-        }
-    });
+        })
+    };
     let mut lines = LineReader::new(BufReader::new(stdin), 4 << 20);
     loop {
         let line = match lines.next_line().await {
@@ -138,12 +146,29 @@ async fn serve_stdio() {
         let Ok(message) = Message::parse(&line, &Limits::default()) else {
             continue;
         };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Some(reply) = answer(&message, &tx).await {
-                let _ = tx.send(reply);
-            }
-        });
+        let slow = message
+            .params()
+            .ok()
+            .and_then(|p| p.get_str("name"))
+            .as_deref()
+            == Some("countdown");
+        if slow {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(reply) = answer(&message, &tx).await {
+                    let _ = tx.send(reply);
+                }
+            });
+        } else if let Some(reply) = answer(&message, &tx).await
+            && out
+                .lock()
+                .await
+                .write_all(reply.to_line().as_bytes())
+                .await
+                .is_err()
+        {
+            break;
+        }
     }
     drop(tx);
     let _ = writer.await;

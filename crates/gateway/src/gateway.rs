@@ -159,6 +159,25 @@ impl Gateway {
         Ok(session)
     }
 
+    /// Opens a session for a client's `initialize` and answers it: the capabilities and
+    /// client info in `params` are what the session's upstreams are told.
+    pub async fn initialize(
+        self: &Arc<Self>,
+        grant: Arc<Grant>,
+        scope: Option<&str>,
+        params: &RawObject,
+    ) -> Result<(Arc<Session>, Box<RawValue>), OpenError> {
+        let empty = raw(&serde_json::json!({}));
+        let caps = params.get("capabilities").unwrap_or(&empty);
+        let info = params.get("clientInfo").unwrap_or(&empty);
+        let session = self
+            .open_session(grant, scope, Mode::Handshake, caps, info)
+            .await?;
+        let result = session.initialize_result(params.get_str("protocolVersion").as_deref());
+        tracing::info!(session = %session.id, grant = %session.grant.name, version = %session.protocol_version(), "session opened");
+        Ok((session, result))
+    }
+
     /// The session with this id, if it belongs to `grant`: a session id seen by another grant
     /// is answered as unknown.
     pub fn session(&self, id: &str, grant: &Grant) -> Option<Arc<Session>> {

@@ -104,29 +104,26 @@ impl Metrics {
         let tools = self.tools.read().unwrap();
         let mut keys: Vec<_> = tools.keys().collect();
         keys.sort();
-        let _ = writeln!(
-            out,
-            "# HELP toolgate_tool_calls_total Tool calls relayed.\n# TYPE toolgate_tool_calls_total counter"
-        );
-        for k in &keys {
-            let _ = writeln!(
-                out,
-                "toolgate_tool_calls_total{{{}}} {}",
-                labels(k),
-                tools[*k].calls.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP toolgate_tool_errors_total Tool calls that failed or returned isError.\n# TYPE toolgate_tool_errors_total counter"
-        );
-        for k in &keys {
-            let _ = writeln!(
-                out,
-                "toolgate_tool_errors_total{{{}}} {}",
-                labels(k),
-                tools[*k].errors.load(Ordering::Relaxed)
-            );
+        let counters: [(&str, &str, fn(&ToolStats) -> &AtomicU64); 2] = [
+            ("toolgate_tool_calls_total", "Tool calls relayed.", |s| {
+                &s.calls
+            }),
+            (
+                "toolgate_tool_errors_total",
+                "Tool calls that failed or returned isError.",
+                |s| &s.errors,
+            ),
+        ];
+        for (name, help, field) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for k in &keys {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{}}} {}",
+                    labels(k),
+                    field(&tools[*k]).load(Ordering::Relaxed)
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -336,25 +336,10 @@ async fn initialize(
         Ok(p) => p,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, id, e.code, &e.message),
     };
-    let empty = toolgate_wire::raw(&json!({}));
-    let caps = params
-        .get("capabilities")
-        .map(|c| c.to_owned())
-        .unwrap_or_else(|| empty.clone());
-    let info = params
-        .get("clientInfo")
-        .map(|c| c.to_owned())
-        .unwrap_or(empty);
-    let session = match state
-        .gateway
-        .open_session(grant, scope, Mode::Handshake, &caps, &info)
-        .await
-    {
-        Ok(s) => s,
+    let (session, result) = match state.gateway.initialize(grant, scope, &params).await {
+        Ok(opened) => opened,
         Err(e) => return open_failed(id, e),
     };
-    let result = session.initialize_result(params.get_str("protocolVersion").as_deref());
-    tracing::info!(session = %session.id, grant = %session.grant.name, version = %session.protocol_version(), "session opened");
     let mut response = json_response(
         StatusCode::OK,
         &Message::response(id.expect("initialize is a request"), result),

@@ -4,13 +4,26 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
 use toolgate_wire::line::{Line, LineReader};
 use toolgate_wire::{ErrorCode, Kind, Limits, Message, raw};
 
 use crate::gateway::Gateway;
 use crate::grant::Grant;
-use crate::session::{Mode, Session};
+use crate::session::Session;
+
+/// Stdout, written whole line by whole line by whoever has a message: a request's own task
+/// writes its reply directly, with no writer task in between.
+#[derive(Clone)]
+struct Output(Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>);
+
+impl Output {
+    async fn send(&self, message: &Message) -> std::io::Result<()> {
+        let line = message.to_line();
+        let mut out = self.0.lock().await;
+        out.write_all(line.as_bytes()).await?;
+        out.flush().await
+    }
+}
 
 /// Serves one client on `input`/`output` until the input ends.
 pub async fn serve<R, W>(
@@ -32,10 +45,10 @@ where
         BufReader::with_capacity(64 * 1024, input),
         limits.max_line_bytes,
     );
-    let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
-    let writer = tokio::spawn(write_messages(output, out_rx));
+    let out = Output(Arc::new(tokio::sync::Mutex::new(Box::new(output))));
     let mut session: Option<Arc<Session>> = None;
     let mut relay: Option<tokio::task::JoinHandle<()>> = None;
+    let mut requests = tokio::task::JoinSet::new();
 
     loop {
         let line = match reader.next_line().await? {
@@ -45,9 +58,12 @@ where
                     "message of {n} bytes exceeds the limit of {} bytes",
                     limits.max_line_bytes
                 );
-                let _ = out_tx
-                    .send(Message::error(None, ErrorCode::InvalidRequest.code(), &msg))
-                    .await;
+                out.send(&Message::error(
+                    None,
+                    ErrorCode::InvalidRequest.code(),
+                    &msg,
+                ))
+                .await?;
                 continue;
             }
             Line::Eof => break,
@@ -55,20 +71,20 @@ where
         let message = match Message::parse(&line, &wire_limits) {
             Ok(m) => m,
             Err(e) => {
-                let _ = out_tx.send(Message::from_wire_error(&e)).await;
+                out.send(&Message::from_wire_error(&e)).await?;
                 continue;
             }
         };
         let current = match &session {
             Some(s) => s.clone(),
-            None => match first_message(&gateway, &grant, &message, &out_tx).await {
+            None => match first_message(&gateway, &grant, &message, &out).await? {
                 Some(s) => {
                     session = Some(s.clone());
                     if let Some(mut rx) = s.take_outbound() {
-                        let tx = out_tx.clone();
+                        let out = out.clone();
                         relay = Some(tokio::spawn(async move {
                             while let Some(m) = rx.recv().await {
-                                if tx.send(m).await.is_err() {
+                                if out.send(&m).await.is_err() {
                                     return;
                                 }
                             }
@@ -84,30 +100,34 @@ where
         };
         match message.kind() {
             Kind::Request => {
-                let mut replies = current.handle_request(message);
-                let tx = out_tx.clone();
-                tokio::spawn(async move {
-                    while let Some(m) = replies.recv().await {
-                        if tx.send(m).await.is_err() {
-                            return;
+                // One task per request drives its work and writes what it produces.
+                let (work, mut replies) = current.request(message);
+                let out = out.clone();
+                requests.spawn(async move {
+                    let forward = async {
+                        while let Some(m) = replies.recv().await {
+                            if out.send(&m).await.is_err() {
+                                return;
+                            }
                         }
-                    }
+                    };
+                    tokio::join!(work, forward);
                 });
+                while requests.try_join_next().is_some() {}
             }
             Kind::Notification => current.handle_notification(message),
             Kind::Response => current.handle_response(message),
         }
     }
-    // The client is gone: end its session (its upstreams stop) and the stream of unsolicited
-    // messages, so the writer drains and returns.
+    // The input is over: answer what is in flight (a client may pipe requests in and close),
+    // then end the session (its upstreams stop) and the stream of unsolicited messages.
+    while requests.join_next().await.is_some() {}
     if let Some(s) = session.take() {
         gateway.close_session(&s.id);
     }
     if let Some(relay) = relay {
         relay.abort();
     }
-    drop(out_tx);
-    let _ = writer.await;
     Ok(())
 }
 
@@ -117,87 +137,57 @@ async fn first_message(
     gateway: &Arc<Gateway>,
     grant: &Arc<Grant>,
     message: &Message,
-    out: &mpsc::Sender<Message>,
-) -> Option<Arc<Session>> {
+    out: &Output,
+) -> std::io::Result<Option<Arc<Session>>> {
     let id = message.id().cloned();
     let params = message.params().unwrap_or_default();
     let modern = params
         .get_object("_meta")
         .and_then(|m| m.get_str("io.modelcontextprotocol/protocolVersion"))
         .is_some();
-    let reply = |m: Message| async move {
-        let _ = out.send(m).await;
-    };
-    match (message.kind(), message.method()) {
-        (Kind::Request, Some("initialize")) => {
-            let empty = raw(&serde_json::json!({}));
-            let caps = params
-                .get("capabilities")
-                .map(|c| c.to_owned())
-                .unwrap_or_else(|| empty.clone());
-            let info = params
-                .get("clientInfo")
-                .map(|c| c.to_owned())
-                .unwrap_or(empty);
-            match gateway
-                .open_session(grant.clone(), None, Mode::Handshake, &caps, &info)
-                .await
-            {
-                Ok(s) => {
-                    let result = s.initialize_result(params.get_str("protocolVersion").as_deref());
-                    reply(Message::response(id?, result)).await;
-                    Some(s)
-                }
-                Err(e) => {
-                    reply(Message::error(
-                        id,
+    let (reply, session) = match (message.kind(), message.method(), id) {
+        (Kind::Request, Some("initialize"), Some(id)) => {
+            match gateway.initialize(grant.clone(), None, &params).await {
+                Ok((s, result)) => (Some(Message::response(id, result)), Some(s)),
+                Err(e) => (
+                    Some(Message::error(
+                        Some(id),
                         ErrorCode::Internal.code(),
                         &e.to_string(),
-                    ))
-                    .await;
-                    None
-                }
+                    )),
+                    None,
+                ),
             }
         }
-        (Kind::Request, _) if modern => {
+        (Kind::Request, _, id) if modern => {
             match gateway.stateless_session(grant.clone(), None).await {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    reply(Message::error(
+                Ok(s) => (None, Some(s)),
+                Err(e) => (
+                    Some(Message::error(
                         id,
                         ErrorCode::Internal.code(),
                         &e.to_string(),
-                    ))
-                    .await;
-                    None
-                }
+                    )),
+                    None,
+                ),
             }
         }
-        (Kind::Request, Some("ping")) => {
-            reply(Message::response(id?, raw(&serde_json::json!({})))).await;
-            None
-        }
-        (Kind::Request, _) => {
-            reply(Message::error(
+        (Kind::Request, Some("ping"), Some(id)) => (
+            Some(Message::response(id, raw(&serde_json::json!({})))),
+            None,
+        ),
+        (Kind::Request, _, id) => (
+            Some(Message::error(
                 id,
                 ErrorCode::InvalidRequest.code(),
                 "the session is not initialized: send initialize first",
-            ))
-            .await;
-            None
-        }
-        _ => None,
+            )),
+            None,
+        ),
+        _ => (None, None),
+    };
+    if let Some(reply) = reply {
+        out.send(&reply).await?;
     }
-}
-
-async fn write_messages<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver<Message>) {
-    while let Some(m) = rx.recv().await {
-        if output.write_all(m.to_line().as_bytes()).await.is_err() {
-            return;
-        }
-        if rx.is_empty() && output.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = output.flush().await;
+    Ok(session)
 }
