@@ -13,6 +13,9 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
+/// Picks one counter out of a tool's stats.
+type Field = fn(&ToolStats) -> &AtomicU64;
+
 #[derive(Default)]
 struct ToolStats {
     calls: AtomicU64,
@@ -104,7 +107,7 @@ impl Metrics {
         let tools = self.tools.read().unwrap();
         let mut keys: Vec<_> = tools.keys().collect();
         keys.sort();
-        let counters: [(&str, &str, fn(&ToolStats) -> &AtomicU64); 2] = [
+        let counters: [(&str, &str, Field); 2] = [
             ("toolgate_tool_calls_total", "Tool calls relayed.", |s| {
                 &s.calls
             }),
