@@ -2,38 +2,25 @@
 //! SSE stream of messages about that request ending with its response; a standalone GET stream
 //! carries the rest.
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::Full;
 use toolgate_wire::sse::Decoder;
 use toolgate_wire::{Id, Limits, Message};
 
 use super::connection::{Connection, Io, Outbound};
+use super::http_client::{Body, HttpClient, HttpError};
 use super::{Upstream, UpstreamError};
 use crate::config::{ServerConfig, Transport};
 
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
-fn client() -> reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .pool_idle_timeout(Duration::from_secs(60))
-                .tcp_nodelay(true)
-                .build()
-                .expect("an HTTP client without TLS builds")
-        })
-        .clone()
-}
-
 struct Shared {
     server: Arc<str>,
-    /// Parsed once: parsing a URL per request shows in profiles.
-    url: reqwest::Url,
+    client: Arc<HttpClient>,
     headers: HeaderMap,
     session_id: Mutex<Option<HeaderValue>>,
     protocol_version: Mutex<Option<HeaderValue>>,
@@ -61,13 +48,13 @@ pub(super) fn open(
             HeaderValue::try_from(v.as_str()).map_err(|_| bad("value for"))?,
         );
     }
-    let url = reqwest::Url::parse(url).map_err(|e| UpstreamError::Unavailable {
+    let client = HttpClient::new(url).map_err(|reason| UpstreamError::Unavailable {
         server: server.clone(),
-        reason: format!("invalid URL {url:?}: {e}"),
+        reason,
     })?;
     let shared = Arc::new(Shared {
         server,
-        url,
+        client: Arc::new(client),
         headers: map,
         session_id: Mutex::new(None),
         protocol_version: Mutex::new(None),
@@ -115,28 +102,33 @@ impl Drop for HttpOutbound {
         let shared = self.0.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = shared
-                    .request(reqwest::Method::DELETE)
-                    .header("mcp-session-id", session)
-                    .send()
-                    .await;
+                let request = shared
+                    .request(Method::DELETE)
+                    .header("mcp-session-id", session);
+                if let Ok(request) = request.body(Full::default())
+                    && let Ok((_, body)) = shared.client.send(request).await
+                {
+                    let _ = body.collect(MAX_MESSAGE).await;
+                }
             });
         }
     }
 }
 
 impl Shared {
-    fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
-        let mut req = client()
-            .request(method, self.url.clone())
-            .headers(self.headers.clone());
+    /// A request to the endpoint with the configured headers and the session's.
+    fn request(&self, method: Method) -> http::request::Builder {
+        let mut builder = self.client.request(method);
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
         if let Some(v) = self.session_id.lock().unwrap().clone() {
-            req = req.header("mcp-session-id", v);
+            builder = builder.header("mcp-session-id", v);
         }
         if let Some(v) = self.protocol_version.lock().unwrap().clone() {
-            req = req.header("mcp-protocol-version", v);
+            builder = builder.header("mcp-protocol-version", v);
         }
-        req
+        builder
     }
 }
 
@@ -154,30 +146,31 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
             tracing::debug!(server = %shared.server, "{message}");
         }
     };
-    let response = shared
-        .request(reqwest::Method::POST)
+    let request = shared
+        .request(Method::POST)
         .header(http::header::ACCEPT, "application/json, text/event-stream")
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(message.to_json())
-        .send()
-        .await;
-    let response = match response {
+        .body(Full::new(Bytes::from(message.to_json())));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot build the request: {e}")),
+    };
+    let (response, body) = match shared.client.send(request).await {
         Ok(r) => r,
         Err(e) => {
-            let reason = format!("HTTP request failed: {e}");
-            if e.is_connect() {
-                conn.close(&reason);
+            if matches!(e, HttpError::Connect(..)) {
+                conn.close(&e.to_string());
             }
-            return fail(reason);
+            return fail(e.to_string());
         }
     };
-    if let Some(session) = response.headers().get("mcp-session-id") {
+    if let Some(session) = response.headers.get("mcp-session-id") {
         let mut current = shared.session_id.lock().unwrap();
         if current.is_none() {
             *current = Some(session.clone());
         }
     }
-    let status = response.status();
+    let status = response.status;
     if status == StatusCode::NOT_FOUND && shared.session_id.lock().unwrap().is_some() {
         conn.close("the upstream session expired (HTTP 404)");
         return;
@@ -186,19 +179,21 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
         if related.is_some() {
             fail("the server answered a request with 202 Accepted".into());
         }
+        // Read the (empty) body to its end so that the connection can be reused.
+        let _ = body.collect(MAX_MESSAGE).await;
         return;
     }
     let is_sse = response
-        .headers()
+        .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_sse && status.is_success() {
-        return follow_events(&shared, &conn, response, related).await;
+        return follow_events(&shared, &conn, body, related).await;
     }
-    let body = match read_body(response).await {
+    let body = match body.collect(MAX_MESSAGE).await {
         Ok(b) => b,
-        Err(e) => return fail(e),
+        Err(e) => return fail(format!("reading the response failed: {e}")),
     };
     match Message::parse(
         &body,
@@ -222,19 +217,6 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
     }
 }
 
-async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("reading the response failed: {e}"))?;
-        if body.len() + chunk.len() > MAX_MESSAGE {
-            return Err(format!("response larger than {MAX_MESSAGE} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// How an event stream ended.
 struct StreamEnd {
     /// The response to the related request came through.
@@ -250,11 +232,10 @@ struct StreamEnd {
 async fn read_events(
     shared: &Shared,
     conn: &Weak<Connection>,
-    response: reqwest::Response,
+    mut body: Body,
     related: Option<u64>,
 ) -> StreamEnd {
     let mut decoder = Decoder::new(MAX_MESSAGE);
-    let mut stream = response.bytes_stream();
     let limits = Limits {
         max_bytes: MAX_MESSAGE,
         ..Limits::default()
@@ -269,17 +250,14 @@ async fn read_events(
     };
     loop {
         let chunk = tokio::select! {
-            chunk = stream.next() => chunk,
+            chunk = body.chunk() => chunk,
             _ = closed.wait_for(|r| r.is_some()) => return end,
         };
         let Some(chunk) = chunk else { break };
         let Some(conn) = conn.upgrade() else {
             return end;
         };
-        let events = match chunk
-            .map_err(|e| e.to_string())
-            .and_then(|c| decoder.feed(&c).map_err(|e| e.to_string()))
-        {
+        let events = match chunk.and_then(|c| decoder.feed(&c).map_err(|e| e.to_string())) {
             Ok(events) => events,
             Err(e) => {
                 tracing::debug!(server = %shared.server, error = %e, "event stream broke");
@@ -314,15 +292,10 @@ async fn read_events(
 
 /// Follows a request's event stream to its response, resuming with `Last-Event-ID` when the
 /// server closes the stream early (servers may, to poll long calls), as a direct client would.
-async fn follow_events(
-    shared: &Shared,
-    conn: &Arc<Connection>,
-    response: reqwest::Response,
-    related: Option<u64>,
-) {
+async fn follow_events(shared: &Shared, conn: &Arc<Connection>, body: Body, related: Option<u64>) {
     const MAX_RESUMES: u32 = 5;
     let weak = Arc::downgrade(conn);
-    let mut end = read_events(shared, &weak, response, related).await;
+    let mut end = read_events(shared, &weak, body, related).await;
     let mut resumes = 0;
     while let Some(id) = related.filter(|_| !end.answered) {
         let Some(last) = end
@@ -347,22 +320,26 @@ async fn follow_events(
         )
         .await;
         let resumed = shared
-            .request(reqwest::Method::GET)
+            .request(Method::GET)
             .header(http::header::ACCEPT, "text/event-stream")
             .header("last-event-id", last.as_str())
-            .send()
-            .await;
+            .body(Full::default())
+            .map_err(|e| e.to_string());
+        let resumed = match resumed {
+            Ok(request) => shared.client.send(request).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
         match resumed {
-            Ok(r) if r.status().is_success() => {
-                let next = read_events(shared, &weak, r, related).await;
+            Ok((r, body)) if r.status.is_success() => {
+                let next = read_events(shared, &weak, body, related).await;
                 end = StreamEnd {
                     answered: next.answered,
                     last_event_id: next.last_event_id.or(Some(last)),
                     retry: next.retry.or(end.retry),
                 };
             }
-            Ok(r) => {
-                tracing::debug!(server = %shared.server, status = %r.status(), "resuming the event stream failed");
+            Ok((r, _)) => {
+                tracing::debug!(server = %shared.server, status = %r.status, "resuming the event stream failed");
                 end.last_event_id = None;
             }
             Err(e) => {
@@ -380,17 +357,20 @@ async fn listen(shared: Arc<Shared>, conn: Weak<Connection>) {
         if conn.upgrade().is_none_or(|c| c.is_closed()) {
             return;
         }
-        let response = shared
-            .request(reqwest::Method::GET)
+        let request = shared
+            .request(Method::GET)
             .header(http::header::ACCEPT, "text/event-stream")
-            .send()
-            .await;
+            .body(Full::default());
+        let response = match request {
+            Ok(request) => shared.client.send(request).await.ok(),
+            Err(_) => return,
+        };
         match response {
-            Ok(r) if r.status().is_success() => {
+            Some((r, body)) if r.status.is_success() => {
                 failures = 0;
-                read_events(&shared, &conn, r, None).await;
+                read_events(&shared, &conn, body, None).await;
             }
-            Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+            Some((r, _)) if r.status == StatusCode::METHOD_NOT_ALLOWED => return,
             _ => failures += 1,
         }
         if failures > 5 {

@@ -7,6 +7,7 @@
 
 mod connection;
 mod http;
+mod http_client;
 mod stdio;
 
 use std::sync::{Arc, Mutex, Weak};
