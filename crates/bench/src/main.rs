@@ -53,7 +53,7 @@ struct Args {
     /// Keep the temporary directory (configs and server logs).
     #[arg(long)]
     keep: bool,
-    /// Extra environment for the toolgate processes only, e.g. `TOKIO_WORKER_THREADS=1` or
+    /// Extra environment for the toolgate processes only, e.g. `TOOLGATE_THREADS=1` or
     /// `TOOLGATE_LOG=warn` (repeatable), for experiments.
     #[arg(long, value_name = "KEY=VALUE")]
     gateway_env: Vec<String>,

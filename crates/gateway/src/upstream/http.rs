@@ -48,13 +48,13 @@ pub(super) fn open(
             HeaderValue::try_from(v.as_str()).map_err(|_| bad("value for"))?,
         );
     }
-    let client = HttpClient::new(url).map_err(|reason| UpstreamError::Unavailable {
+    let client = HttpClient::shared(url).map_err(|reason| UpstreamError::Unavailable {
         server: server.clone(),
         reason,
     })?;
     let shared = Arc::new(Shared {
         server,
-        client: Arc::new(client),
+        client,
         headers: map,
         session_id: Mutex::new(None),
         protocol_version: Mutex::new(None),

@@ -3,7 +3,8 @@
 //! keeps a relayed request to one task hand-off (the connection's) instead of a client stack's
 //! several.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +38,19 @@ pub(super) struct HttpClient {
 }
 
 impl HttpClient {
+    /// The client for a URL, shared by every connection to it: upstream sessions are told apart
+    /// by a header, not by the TCP connection, so all sessions draw on one pool.
+    pub(super) fn shared(url: &str) -> Result<Arc<HttpClient>, String> {
+        static CLIENTS: OnceLock<Mutex<HashMap<String, Arc<HttpClient>>>> = OnceLock::new();
+        let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap();
+        if let Some(client) = clients.get(url) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(HttpClient::new(url)?);
+        clients.insert(url.to_owned(), client.clone());
+        Ok(client)
+    }
+
     /// A client for an `http://host[:port]/path` URL.
     pub(super) fn new(url: &str) -> Result<HttpClient, String> {
         let rest = match url.strip_prefix("http://") {
