@@ -98,7 +98,10 @@ def everything_stdio(name: str = "everything", **extra: str) -> str:
 class Gateway:
     """A running `toolgate serve` with a config written for one test."""
 
-    def __init__(self, tmp: Path, servers: str, extra: str = "", listen_extra: str = "", limits: str = "") -> None:
+    def __init__(
+        self, tmp: Path, servers: str, extra: str = "", listen_extra: str = "", limits: str = "", top: str = ""
+    ) -> None:
+        """`top` holds top-level keys (before any table), `extra` tables after the grants."""
         require(TOOLGATE, "run `cargo build` first")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
@@ -106,7 +109,8 @@ class Gateway:
         self.token = TOKEN
         self.config = tmp / "toolgate.toml"
         self.config.write_text(
-            f"[listen]\nmcp = \"127.0.0.1:{self.port}\"\n{listen_extra}\n"
+            top
+            + f"[listen]\nmcp = \"127.0.0.1:{self.port}\"\n{listen_extra}\n"
             f"[state]\ndir = {toml_str(str(tmp / 'state'))}\n"
             + (f"[limits]\n{limits}\n" if limits else "")
             + servers

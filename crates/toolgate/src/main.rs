@@ -108,18 +108,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             let addr = config.listen.mcp;
             let gateway = Gateway::new(config);
+            let shutdown = shutdown_signal();
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!(listen = %local, servers = gateway.config.servers.len(), grants = gateway.config.grants.len(), "toolgate serving MCP at http://{local}/mcp");
-            toolgate_gateway::serve_http(
-                gateway,
-                listener,
-                shutdown_signal(),
-                Duration::from_secs(30),
-            )
-            .await?;
+            toolgate_gateway::serve_http(gateway, listener, shutdown, Duration::from_secs(30))
+                .await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -191,11 +187,16 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves on SIGTERM or SIGINT. The handlers are installed now, not when the future is
+/// first polled, so that a signal right after start-up already means a graceful stop.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
