@@ -74,6 +74,8 @@ pub enum Transport {
         url: String,
         /// Headers sent with every request (for example the upstream's own credentials).
         headers: BTreeMap<String, String>,
+        /// For `https://`: the PEM file of the CA certificates to trust instead of the system's.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -214,6 +216,7 @@ struct RawServer {
     url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    ca_file: Option<String>,
     #[serde(default)]
     isolation: Isolation,
     #[serde(default)]
@@ -499,6 +502,7 @@ fn server(
             Transport::Http {
                 url,
                 headers: expand_map("headers", &raw.headers)?,
+                ca_file: raw.ca_file.as_ref().map(|f| base.join(f)),
             }
         }
         (Some(_), Some(_)) => {

@@ -33,7 +33,12 @@ pub(super) fn open(
     config: Arc<ServerConfig>,
     upstream: Weak<Upstream>,
 ) -> Result<Arc<Connection>, UpstreamError> {
-    let Transport::Http { url, headers } = &config.transport else {
+    let Transport::Http {
+        url,
+        headers,
+        ca_file,
+    } = &config.transport
+    else {
         unreachable!("http::open is only called for HTTP servers")
     };
     let server: Arc<str> = Arc::from(config.name.as_str());
@@ -48,9 +53,11 @@ pub(super) fn open(
             HeaderValue::try_from(v.as_str()).map_err(|_| bad("value for"))?,
         );
     }
-    let client = HttpClient::shared(url).map_err(|reason| UpstreamError::Unavailable {
-        server: server.clone(),
-        reason,
+    let client = HttpClient::shared(url, ca_file.as_deref()).map_err(|reason| {
+        UpstreamError::Unavailable {
+            server: server.clone(),
+            reason,
+        }
     })?;
     let shared = Arc::new(Shared {
         server,

@@ -1,9 +1,10 @@
-//! A small HTTP/1.1 client for Streamable HTTP upstreams: hyper's connection API and a pool of
-//! idle keep-alive connections per upstream. It does what the relay needs and no more, which
+//! A small HTTP/1.1 client for Streamable HTTP upstreams: hyper's connection API, TLS by rustls
+//! for `https://`, and a pool of idle keep-alive connections per upstream. It does what the relay needs and no more, which
 //! keeps a relayed request to one task hand-off (the connection's) instead of a client stack's
 //! several.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per upstream; more are closed when returned.
@@ -34,31 +38,33 @@ pub(super) struct HttpClient {
     authority: String,
     host: HeaderValue,
     path: String,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
 
 impl HttpClient {
     /// The client for a URL, shared by every connection to it: upstream sessions are told apart
     /// by a header, not by the TCP connection, so all sessions draw on one pool.
-    pub(super) fn shared(url: &str) -> Result<Arc<HttpClient>, String> {
-        static CLIENTS: OnceLock<Mutex<HashMap<String, Arc<HttpClient>>>> = OnceLock::new();
+    pub(super) fn shared(url: &str, ca_file: Option<&Path>) -> Result<Arc<HttpClient>, String> {
+        type Clients = Mutex<HashMap<(String, Option<PathBuf>), Arc<HttpClient>>>;
+        static CLIENTS: OnceLock<Clients> = OnceLock::new();
+        let key = (url.to_owned(), ca_file.map(Path::to_path_buf));
         let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap();
-        if let Some(client) = clients.get(url) {
+        if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = Arc::new(HttpClient::new(url)?);
-        clients.insert(url.to_owned(), client.clone());
+        let client = Arc::new(HttpClient::new(url, ca_file)?);
+        clients.insert(key, client.clone());
         Ok(client)
     }
 
-    /// A client for an `http://host[:port]/path` URL.
-    pub(super) fn new(url: &str) -> Result<HttpClient, String> {
-        let rest = match url.strip_prefix("http://") {
-            Some(rest) => rest,
-            None if url.starts_with("https://") => {
-                return Err("https:// upstreams are not supported yet".into());
-            }
-            None => return Err(format!("{url:?} is not an http:// URL")),
+    /// A client for an `http://` or `https://` URL; `https://` trusts the system's CA
+    /// certificates, or those in `ca_file`.
+    pub(super) fn new(url: &str, ca_file: Option<&Path>) -> Result<HttpClient, String> {
+        let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(at) => (&rest[..at], &rest[at..]),
@@ -72,19 +78,30 @@ impl HttpClient {
         } else {
             path.to_owned()
         };
-        let has_port = authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            && !authority.ends_with(']');
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port))
+                if !authority.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                (host, Some(port))
+            }
+            _ => (authority, None),
+        };
+        let default_port = if secure { "443" } else { "80" };
+        let tls = match secure {
+            true => {
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(name.to_owned())
+                    .map_err(|_| format!("{url:?} has an invalid host name"))?;
+                Some((tls_connector(ca_file)?, name))
+            }
+            false => None,
+        };
         Ok(HttpClient {
             host: HeaderValue::from_str(authority)
                 .map_err(|_| format!("{url:?} has an invalid host"))?,
-            authority: if has_port {
-                authority.to_owned()
-            } else {
-                format!("{authority}:80")
-            },
+            authority: format!("{host}:{}", port.unwrap_or(default_port)),
             path,
+            tls,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -135,15 +152,18 @@ impl HttpClient {
         .map_err(|_| connect_error("timed out".into()))?
         .map_err(|e| connect_error(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream HTTP connection ended");
+        match &self.tls {
+            None => handshake(TokioIo::new(stream)).await,
+            Some((connector, name)) => {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), stream))
+                        .await
+                        .map_err(|_| connect_error("TLS handshake timed out".into()))?
+                        .map_err(|e| connect_error(format!("TLS: {e}")))?;
+                handshake(TokioIo::new(stream)).await
             }
-        });
-        Ok(sender)
+        }
+        .map_err(connect_error)
     }
 
     fn give_back(&self, sender: SendRequest<Full<Bytes>>) {
@@ -152,6 +172,60 @@ impl HttpClient {
             idle.push(sender);
         }
     }
+}
+
+/// Performs the HTTP/1.1 handshake on a connected stream and drives the connection on a task.
+async fn handshake<T>(io: TokioIo<T>) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// TLS settings for `https://` upstreams: rustls with the ring provider, trusting `ca_file`'s
+/// certificates, or else the system's.
+fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(file) => {
+            let certs = CertificateDer::pem_file_iter(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err("no CA certificates to trust (set ca_file)".into());
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// A response body; its connection goes back to the pool once the body has been read to the end.
@@ -204,27 +278,24 @@ mod tests {
 
     #[test]
     fn urls_split_into_authority_and_path() {
-        let c = HttpClient::new("http://127.0.0.1:9000/mcp").unwrap();
+        let c = HttpClient::new("http://127.0.0.1:9000/mcp", None).unwrap();
         assert_eq!(
             (c.authority.as_str(), c.path.as_str()),
             ("127.0.0.1:9000", "/mcp")
         );
-        let c = HttpClient::new("http://docs.internal").unwrap();
+        let c = HttpClient::new("http://docs.internal", None).unwrap();
         assert_eq!(
             (c.authority.as_str(), c.path.as_str()),
             ("docs.internal:80", "/")
         );
-        let c = HttpClient::new("http://[::1]:8080/a/mcp?x=1").unwrap();
+        let c = HttpClient::new("http://[::1]:8080/a/mcp?x=1", None).unwrap();
         assert_eq!(
             (c.authority.as_str(), c.path.as_str()),
             ("[::1]:8080", "/a/mcp?x=1")
         );
-        assert!(
-            HttpClient::new("https://example.org/mcp")
-                .err()
-                .unwrap()
-                .contains("not supported")
-        );
-        assert!(HttpClient::new("http://user@host/mcp").is_err());
+        let missing = HttpClient::new("https://example.org/mcp", Some(Path::new("/nonexistent/ca.pem")));
+        assert!(missing.err().unwrap().contains("cannot read /nonexistent/ca.pem"));
+        assert!(HttpClient::new("http://user@host/mcp", None).is_err());
+        assert!(HttpClient::new("ftp://host/mcp", None).is_err());
     }
 }
