@@ -293,8 +293,16 @@ mod tests {
             (c.authority.as_str(), c.path.as_str()),
             ("[::1]:8080", "/a/mcp?x=1")
         );
-        let missing = HttpClient::new("https://example.org/mcp", Some(Path::new("/nonexistent/ca.pem")));
-        assert!(missing.err().unwrap().contains("cannot read /nonexistent/ca.pem"));
+        let missing = HttpClient::new(
+            "https://example.org/mcp",
+            Some(Path::new("/nonexistent/ca.pem")),
+        );
+        assert!(
+            missing
+                .err()
+                .unwrap()
+                .contains("cannot read /nonexistent/ca.pem")
+        );
         assert!(HttpClient::new("http://user@host/mcp", None).is_err());
         assert!(HttpClient::new("ftp://host/mcp", None).is_err());
     }
