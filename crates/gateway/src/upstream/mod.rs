@@ -19,7 +19,7 @@ use toolgate_wire::Message;
 
 pub use connection::{Connection, Exchange, InitInfo, Io, poll_io};
 
-use crate::config::{Isolation, ServerConfig, Transport};
+use crate::config::{ServerConfig, Transport};
 
 /// Protocol versions the gateway speaks with upstreams, newest first.
 pub const UPSTREAM_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -120,11 +120,6 @@ impl Upstream {
         up
     }
 
-    /// Whether several downstream sessions share this upstream.
-    pub fn is_shared(&self) -> bool {
-        self.config.isolation == Isolation::Shared
-    }
-
     /// Registers a receiver of unsolicited messages and health changes.
     pub fn subscribe(&self, subscriber: Weak<dyn Subscriber>) {
         let mut subs = self.subscribers.lock().unwrap();
@@ -154,11 +149,6 @@ impl Upstream {
         let wait = rx.wait_for(|n| *n > 0);
         let _ =
             tokio::time::timeout(self.config.startup_timeout + Duration::from_secs(1), wait).await;
-    }
-
-    /// Whether the upstream is connected.
-    pub fn is_ready(&self) -> bool {
-        matches!(&*self.state.lock().unwrap(), State::Ready(_))
     }
 
     fn set_state(self: &Arc<Self>, state: State) {
