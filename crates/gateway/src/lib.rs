@@ -52,6 +52,10 @@ pub async fn serve_http(
             let _ = stopped_tx.send(());
         }
     };
+    // Replies are small and written whole: send them at once rather than wait for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let server = tokio::spawn(async move { server.await });
     let _ = stopped_rx.await;

@@ -27,7 +27,9 @@ struct ToolStats {
 /// The gateway's metrics.
 #[derive(Default)]
 pub struct Metrics {
-    tools: RwLock<HashMap<(String, String), ToolStats>>,
+    /// Server -> tool -> stats: nested so that counting a call looks up by `&str`, allocating
+    /// nothing.
+    tools: RwLock<HashMap<String, HashMap<String, ToolStats>>>,
     http: RwLock<HashMap<u16, AtomicU64>>,
 }
 
@@ -50,18 +52,22 @@ impl Metrics {
             .tools
             .read()
             .unwrap()
-            .get(&(server.to_owned(), tool.to_owned()))
+            .get(server)
+            .and_then(|t| t.get(tool))
         {
             return apply(s);
         }
         let mut tools = self.tools.write().unwrap();
         // Bound the label space: a client inventing tool names must not grow it without end.
-        let key = if tools.len() >= 10_000 {
-            (server.to_owned(), "_other".to_owned())
-        } else {
-            (server.to_owned(), tool.to_owned())
-        };
-        apply(tools.entry(key).or_default());
+        let known: usize = tools.values().map(HashMap::len).sum();
+        let tool = if known >= 10_000 { "_other" } else { tool };
+        apply(
+            tools
+                .entry(server.to_owned())
+                .or_default()
+                .entry(tool.to_owned())
+                .or_default(),
+        );
     }
 
     /// Counts one HTTP response by status.
@@ -105,8 +111,14 @@ impl Metrics {
             );
         }
         let tools = self.tools.read().unwrap();
-        let mut keys: Vec<_> = tools.keys().collect();
-        keys.sort();
+        let mut rows: Vec<((&str, &str), &ToolStats)> = tools
+            .iter()
+            .flat_map(|(server, t)| {
+                t.iter()
+                    .map(move |(tool, s)| ((server.as_str(), tool.as_str()), s))
+            })
+            .collect();
+        rows.sort_by_key(|(k, _)| *k);
         let counters: [(&str, &str, Field); 2] = [
             ("toolgate_tool_calls_total", "Tool calls relayed.", |s| {
                 &s.calls
@@ -119,12 +131,12 @@ impl Metrics {
         ];
         for (name, help, field) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for k in &keys {
+            for (k, s) in &rows {
                 let _ = writeln!(
                     out,
                     "{name}{{{}}} {}",
                     labels(k),
-                    field(&tools[*k]).load(Ordering::Relaxed)
+                    field(s).load(Ordering::Relaxed)
                 );
             }
         }
@@ -132,8 +144,7 @@ impl Metrics {
             out,
             "# HELP toolgate_tool_call_seconds Tool call latency through the gateway.\n# TYPE toolgate_tool_call_seconds histogram"
         );
-        for k in &keys {
-            let s = &tools[*k];
+        for (k, s) in &rows {
             let mut cumulative = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
                 cumulative += s.buckets[i].load(Ordering::Relaxed);
@@ -165,7 +176,7 @@ impl Metrics {
     }
 }
 
-fn labels((server, tool): &(String, String)) -> String {
+fn labels((server, tool): &(&str, &str)) -> String {
     format!("server=\"{}\",tool=\"{}\"", escape(server), escape(tool))
 }
 

@@ -1069,6 +1069,13 @@ enum Outcome {
 const REQUEST_STATE_PREFIX: &str = "toolgate.";
 
 fn result_is_error(reply: &Message) -> bool {
+    // Parse the (possibly large) result only when the flag can be in it.
+    if !reply
+        .result_raw()
+        .is_some_and(|r| r.get().contains("isError"))
+    {
+        return false;
+    }
     reply
         .result()
         .and_then(|r| r.get("isError").map(|v| v.get() == "true"))

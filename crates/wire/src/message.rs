@@ -242,6 +242,10 @@ impl Message {
 
     /// `params._meta.progressToken`, raw, if present.
     pub fn progress_token(&self) -> Option<Box<RawValue>> {
+        // Most requests carry none: a scan of the raw text spares parsing them.
+        if !self.params_raw()?.get().contains("progressToken") {
+            return None;
+        }
         let meta = self.params().ok()?.get_object("_meta")?;
         meta.get("progressToken").map(|t| t.to_owned())
     }

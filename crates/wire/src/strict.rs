@@ -122,19 +122,23 @@ impl<'de> Visitor<'de> for Check {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let child = self.child::<A::Error>()?;
-        // Most MCP objects are small: a linear scan beats hashing until they are not.
-        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        // Most MCP objects are small: a linear scan over keys kept on the stack beats hashing
+        // (and allocating) until they are not.
+        const FEW: usize = 16;
+        let mut few: [Option<Cow<'de, str>>; FEW] = Default::default();
+        let mut count = 0;
         let mut many: Option<HashSet<Cow<'de, str>>> = None;
         while let Some(Key(key)) = map.next_key()? {
             let seen = match &mut many {
                 Some(set) => !set.insert(key.clone()),
-                None if few.len() < 16 => {
-                    let seen = few.contains(&key);
-                    few.push(key.clone());
+                None if count < FEW => {
+                    let seen = few[..count].iter().any(|k| k.as_deref() == Some(&*key));
+                    few[count] = Some(key.clone());
+                    count += 1;
                     seen
                 }
                 None => {
-                    let mut set: HashSet<_> = few.drain(..).collect();
+                    let mut set: HashSet<_> = few.iter_mut().filter_map(Option::take).collect();
                     let seen = !set.insert(key.clone());
                     many = Some(set);
                     seen
