@@ -9,7 +9,7 @@ use toolgate_wire::{ErrorCode, Kind, Limits, Message, raw};
 
 use crate::gateway::Gateway;
 use crate::grant::Grant;
-use crate::session::Session;
+use crate::session::{Mode, Session};
 
 /// Stdout, written whole line by whole line by whoever has a message: a request's own task
 /// writes its reply directly, with no writer task in between.
@@ -159,8 +159,17 @@ async fn first_message(
                 ),
             }
         }
+        // A stateless client on stdio is still one process: it gets a session of its own rather
+        // than the grant's shared one, so that its request ids cannot meet another client's.
         (Kind::Request, _, id) if modern => {
-            match gateway.stateless_session(grant.clone(), None).await {
+            let caps = raw(&serde_json::json!({}));
+            let info = raw(
+                &serde_json::json!({"name": "toolgate-stateless", "version": env!("CARGO_PKG_VERSION")}),
+            );
+            match gateway
+                .open_session(grant.clone(), None, Mode::Stateless, &caps, &info)
+                .await
+            {
                 Ok(s) => (None, Some(s)),
                 Err(e) => (
                     Some(Message::error(
