@@ -37,6 +37,7 @@ from conftest import (
     sha256_hex,
     toml_str,
 )
+from conftest import parse_sse_or_json as messages_of
 
 PROTOCOL = "2025-11-25"
 
@@ -75,21 +76,6 @@ def post(gw, body, headers: dict[str, str], timeout: float = 30) -> httpx.Respon
     return httpx.post(gw.url, content=content, headers=headers, timeout=timeout)
 
 
-def messages_of(r: httpx.Response) -> list[dict]:
-    """The JSON-RPC messages of a response: one JSON body or the `data:` lines of an SSE body."""
-    ctype = r.headers.get("content-type", "")
-    if ctype.startswith("text/event-stream"):
-        out, data = [], []
-        for line in r.text.splitlines():
-            if line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif line == "" and data:
-                out.append(json.loads("\n".join(data)))
-                data = []
-        if data:
-            out.append(json.loads("\n".join(data)))
-        return out
-    return [r.json()]
 
 
 def response_of(r: httpx.Response) -> dict:

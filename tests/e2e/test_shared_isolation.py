@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from conftest import DEMO_SERVER, FIXTURE, OTHER_TOKEN, PYTHON, TOKEN, server_stdio
+from conftest import parse_sse_or_json as messages_of
 
 PROTOCOL = "2025-11-25"
 CALLS = 50
@@ -49,19 +50,6 @@ def open_session(gw, token: str) -> str:
     return sid
 
 
-def messages_of(r: httpx.Response) -> list[dict]:
-    if r.headers.get("content-type", "").startswith("text/event-stream"):
-        out, data = [], []
-        for line in r.text.splitlines():
-            if line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif line == "" and data:
-                out.append(json.loads("\n".join(data)))
-                data = []
-        if data:
-            out.append(json.loads("\n".join(data)))
-        return out
-    return [r.json()]
 
 
 def split(msgs: list[dict]) -> tuple[list[dict], list[dict]]:
