@@ -525,8 +525,11 @@ impl Session {
             if names::exposed(&up.name, rest) == exposed {
                 return Some((up.clone(), rest.to_owned()));
             }
-            // A shortened name: find the tool it stands for.
-            let conn = up.connection().ok()?;
+            // A shortened name: find the tool it stands for. While the server is down its list
+            // is unknown; route there anyway so the caller hears that it is down.
+            let Ok(conn) = up.connection() else {
+                return Some((up.clone(), rest.to_owned()));
+            };
             let items = conn.list(list, field).await.ok()?;
             for item in items.iter() {
                 let name = RawObject::from_raw(item)
