@@ -18,6 +18,9 @@ if [ ! -f "$config" ]; then
     sed -e "s/@TOKEN_SHA256@/$hash/" examples/quickstart.toml >"$config"
     echo "Created $config and a grant 'quickstart'; its token is in $dir/quickstart.token" >&2
 fi
+if [ ! -f "$dir/quickstart-policy.json" ]; then
+    cp examples/policies/quickstart-demo.json "$dir/quickstart-policy.json"
+fi
 token=$(cat "$dir/quickstart.token")
 cat >&2 <<EOT
 

@@ -95,13 +95,41 @@ def everything_stdio(name: str = "everything", **extra: str) -> str:
     return server_stdio(name, str(NODE_BIN / "mcp-server-everything"), ["stdio"], **extra)
 
 
+ALLOW_ALL = {"version": "1", "default": "allow"}
+
+
+def grant_tables(tmp: Path, alice_policy: dict | str | None = ALLOW_ALL, bob_policy: dict | str | None = ALLOW_ALL) -> str:
+    """`[grants.alice]` and `[grants.bob]` with their tokens; each policy (a dict, or raw text)
+    is written next to the config. `None` leaves the grant without a policy (it is denied
+    everything)."""
+    out = ""
+    for name, token, policy in (("alice", TOKEN, alice_policy), ("bob", OTHER_TOKEN, bob_policy)):
+        out += f"\n[grants.{name}]\ntoken_sha256 = \"{sha256_hex(token)}\"\n"
+        if policy is not None:
+            path = tmp / f"policy-{name}.json"
+            path.write_text(policy if isinstance(policy, str) else json.dumps(policy, indent=2))
+            out += f"policy = {toml_str(str(path))}\n"
+    return out
+
+
 class Gateway:
     """A running `toolgate serve` with a config written for one test."""
 
     def __init__(
-        self, tmp: Path, servers: str, extra: str = "", listen_extra: str = "", limits: str = "", top: str = ""
+        self,
+        tmp: Path,
+        servers: str,
+        extra: str = "",
+        listen_extra: str = "",
+        limits: str = "",
+        top: str = "",
+        policy: dict | str | None = ALLOW_ALL,
+        bob_policy: dict | str | None = ALLOW_ALL,
+        state: str = "",
     ) -> None:
-        """`top` holds top-level keys (before any table), `extra` tables after the grants."""
+        """`top` holds top-level keys (before any table), `extra` tables after the grants;
+        `policy`/`bob_policy` are the grants' policies (allow-all by default), `state` extra
+        `[state]` keys."""
         require(TOOLGATE, "run `cargo build` first")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
@@ -111,11 +139,10 @@ class Gateway:
         self.config.write_text(
             top
             + f"[listen]\nmcp = \"127.0.0.1:{self.port}\"\n{listen_extra}\n"
-            f"[state]\ndir = {toml_str(str(tmp / 'state'))}\n"
+            f"[state]\ndir = {toml_str(str(tmp / 'state'))}\n{state}\n"
             + (f"[limits]\n{limits}\n" if limits else "")
             + servers
-            + f"\n[grants.alice]\ntoken_sha256 = \"{sha256_hex(TOKEN)}\"\n"
-            + f"\n[grants.bob]\ntoken_sha256 = \"{sha256_hex(OTHER_TOKEN)}\"\n"
+            + grant_tables(tmp, policy, bob_policy)
             + extra
         )
         self.log_path = tmp / "toolgate.log"
@@ -403,8 +430,7 @@ def write_config(tmp: Path, servers: str, extra: str = "", limits: str = "", lis
         + f"[state]\ndir = {toml_str(str(tmp / 'state'))}\n"
         + (f"[limits]\n{limits}\n" if limits else "")
         + servers
-        + f"\n[grants.alice]\ntoken_sha256 = \"{sha256_hex(TOKEN)}\"\n"
-        + f"\n[grants.bob]\ntoken_sha256 = \"{sha256_hex(OTHER_TOKEN)}\"\n"
+        + grant_tables(tmp)
         + extra
     )
     return config

@@ -31,6 +31,7 @@ from conftest import (
     TOKEN,
     TOOLGATE,
     demo_server,
+    grant_tables,
     require,
     server_http,
     server_stdio,
@@ -616,7 +617,7 @@ class StdioGateway:
             f"[state]\ndir = {toml_str(str(tmp / 'state'))}\n"
             + (f"[limits]\n{limits}\n" if limits else "")
             + servers
-            + f'\n[grants.alice]\ntoken_sha256 = "{sha256_hex(TOKEN)}"\n'
+            + grant_tables(tmp)
         )
         self.log_path = tmp / "stdio.log"
         self._log = open(self.log_path, "wb")

@@ -68,15 +68,17 @@ enum Mode {
     DirectHttp,
     GwHttpHttp,
     GwHttpStdio,
+    GwHttpStdioPolicy,
     DirectStdio,
     GwStdio,
 }
 
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 7] = [
     Mode::Bare,
     Mode::DirectHttp,
     Mode::GwHttpHttp,
     Mode::GwHttpStdio,
+    Mode::GwHttpStdioPolicy,
     Mode::DirectStdio,
     Mode::GwStdio,
 ];
@@ -88,6 +90,7 @@ impl Mode {
             Mode::DirectHttp => "direct HTTP",
             Mode::GwHttpHttp => "toolgate HTTP -> HTTP upstream",
             Mode::GwHttpStdio => "toolgate HTTP -> stdio upstream",
+            Mode::GwHttpStdioPolicy => "  same, policy + 2 limits",
             Mode::DirectStdio => "direct stdio",
             Mode::GwStdio => "toolgate stdio -> stdio upstream",
         }
@@ -97,7 +100,9 @@ impl Mode {
     /// transport.
     fn baseline(self) -> Option<Mode> {
         match self {
-            Mode::GwHttpHttp | Mode::GwHttpStdio => Some(Mode::DirectHttp),
+            Mode::GwHttpHttp | Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
+                Some(Mode::DirectHttp)
+            }
             Mode::GwStdio => Some(Mode::DirectStdio),
             _ => None,
         }
@@ -108,12 +113,28 @@ impl Mode {
 const HTTP_UPSTREAM_PATH: &str = "/mcp/demo-http";
 const STDIO_UPSTREAM_PATH: &str = "/mcp/demo-stdio";
 const GRANT: &str = "bench";
+/// A second grant whose policy has predicates and two rate limits (memory counters), to
+/// measure what policy and limits add to the same relay path.
+const POLICY_GRANT: &str = "bench-policy";
+const BENCH_POLICY: &str = r#"{
+  "version": "1",
+  "default": "deny",
+  "all_tools": {"limits": [{"counter": "all-calls", "window": "minute", "max": 1000000000}]},
+  "tools": {
+    "echo": {
+      "require": [{"path": "args.text", "op": "max_len", "value": 10000}],
+      "deny_if": [{"path": "args.text", "op": "regex", "value": "(?i)password|secret"}],
+      "limits": [{"counter": "echo-per-session", "window": "minute", "max": 1000000000, "scope": "session"}]
+    }
+  }
+}"#;
 
 /// The measurement targets from the issue.
 const TARGET_ADDED_P50_X_BARE: f64 = 1.5;
 const TARGET_TPUT_RATIO: f64 = 0.60;
 const TARGET_IDLE_RSS_KB: u64 = 30 * 1024;
 const TARGET_KB_PER_SESSION: f64 = 50.0;
+const TARGET_POLICY_ADDED_US: f64 = 10.0;
 
 enum Client {
     Bare(TcpStream),
@@ -146,6 +167,7 @@ struct Env {
     toolgate: PathBuf,
     demo: PathBuf,
     token: String,
+    policy_token: String,
     bare: Server,
     demo_http: Server,
     gateway: Server,
@@ -332,6 +354,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         demo,
         token,
         bare,
+        policy_token: _,
         demo_http,
         gateway,
         direct_stdio,
@@ -349,6 +372,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "memory-http.toml",
         &token,
         &format!("[servers.demo]\nurl = \"http://{demo_http_addr}/mcp\"\n"),
+        "",
     )?;
     let mem_http = memory(
         &toolgate,
@@ -369,6 +393,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "[servers.demo]\ncommand = {:?}\nisolation = \"shared\"\n",
             demo.display().to_string()
         ),
+        "",
     )?;
     let mem_stdio = memory(
         &toolgate,
@@ -421,12 +446,22 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// A gateway configuration: loopback on a port of the kernel's choice, one grant, limits high
-/// enough for the memory test, and the given `[servers.*]` tables.
-fn write_config(dir: &Path, name: &str, token: &str, servers: &str) -> anyhow::Result<PathBuf> {
+/// A gateway configuration: loopback on a port of the kernel's choice, one grant with an
+/// allow-all policy, limits high enough for the memory test, the given `[servers.*]` tables,
+/// and `extra` tables.
+fn write_config(
+    dir: &Path,
+    name: &str,
+    token: &str,
+    servers: &str,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
+    let policy = dir.join(format!("{name}.policy.json"));
+    std::fs::write(&policy, r#"{"version": "1", "default": "allow"}"#)?;
     let text = format!(
-        "[listen]\nmcp = \"127.0.0.1:0\"\n\n[state]\ndir = \"state\"\n\n[limits]\nsessions_per_grant = 100000\nstreams_per_grant = 100000\n\n{servers}\n[grants.{GRANT}]\ntoken_sha256 = \"{}\"\n",
-        sha256_hex(token)
+        "[listen]\nmcp = \"127.0.0.1:0\"\n\n[state]\ndir = \"state\"\n\n[limits]\nsessions_per_grant = 100000\nstreams_per_grant = 100000\n\n{servers}\n[grants.{GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n{extra}",
+        sha256_hex(token),
+        policy.display().to_string()
     );
     let path = dir.join(name);
     std::fs::write(&path, text)?;
@@ -446,6 +481,9 @@ async fn setup(
         "tg_bench_{}",
         sha256_hex(&format!("{nanos}-{}", std::process::id()))
     );
+    let policy_token = format!("{token}_policy");
+    let bench_policy = dir.join("bench-policy.json");
+    std::fs::write(&bench_policy, BENCH_POLICY)?;
     let bare = Server::start(
         &std::env::current_exe()?,
         &["--echo-server"],
@@ -471,6 +509,11 @@ async fn setup(
             "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
             demo_http.addr
         ),
+        &format!(
+            "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n",
+            sha256_hex(&policy_token),
+            bench_policy.display().to_string()
+        ),
     )?;
     let gateway = Server::start(
         &toolgate,
@@ -485,6 +528,7 @@ async fn setup(
         "stdio.toml",
         &token,
         &format!("[servers.demo]\ncommand = {demo_cmd}\n"),
+        "",
     )?;
     let direct_stdio = Mux::start(&demo, &[], &[], &dir.join("demo-stdio.log")).await?;
     let gw_stdio = Mux::start(
@@ -498,6 +542,7 @@ async fn setup(
         toolgate,
         demo,
         token,
+        policy_token,
         bare,
         demo_http,
         gateway,
@@ -561,6 +606,14 @@ async fn open_clients(env: &Env, mode: Mode, c: usize) -> anyhow::Result<Vec<Cli
                 http::Session::open(env.gateway.addr, STDIO_UPSTREAM_PATH, Some(&env.token))
                     .await?,
             ),
+            Mode::GwHttpStdioPolicy => Client::Http(
+                http::Session::open(
+                    env.gateway.addr,
+                    STDIO_UPSTREAM_PATH,
+                    Some(&env.policy_token),
+                )
+                .await?,
+            ),
             Mode::DirectStdio => Client::Stdio(env.direct_stdio.clone()),
             Mode::GwStdio => Client::Stdio(env.gw_stdio.clone()),
         };
@@ -575,7 +628,9 @@ fn processes(env: &Env, mode: Mode) -> (Option<u32>, Vec<u32>) {
         Mode::Bare => (None, vec![env.bare.pid]),
         Mode::DirectHttp => (None, vec![env.demo_http.pid]),
         Mode::GwHttpHttp => (Some(env.gateway.pid), vec![env.demo_http.pid]),
-        Mode::GwHttpStdio => (Some(env.gateway.pid), procs::children(env.gateway.pid)),
+        Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
+            (Some(env.gateway.pid), procs::children(env.gateway.pid))
+        }
         Mode::DirectStdio => (None, vec![env.direct_stdio.pid]),
         Mode::GwStdio => (Some(env.gw_stdio.pid), procs::children(env.gw_stdio.pid)),
     }
@@ -819,6 +874,37 @@ fn report(
         targets.push(format!(
             "[----] the throughput target is judged at c=64; the highest level run was c={top}"
         ));
+    }
+
+    let _ = writeln!(
+        o,
+        "\n== policy + limits vs allow-all policy (same relay: HTTP -> stdio), per round, median [min-max] =="
+    );
+    let _ = writeln!(o, "{:<34} {:>3} {:>24}", "path", "c", "added p50 us");
+    for &c in levels {
+        let (Some(p), Some(g)) = (cell(c, Mode::GwHttpStdioPolicy), cell(c, Mode::GwHttpStdio))
+        else {
+            continue;
+        };
+        let added: Vec<f64> = (0..p.round_p50_ns.len())
+            .map(|r| (p.round_p50_ns[r] as f64 - g.round_p50_ns[r] as f64) / 1000.0)
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<34} {:>3} {:>24}",
+            Mode::GwHttpStdioPolicy.label().trim(),
+            c,
+            spread(&added, 1)
+        );
+        if c == 1 {
+            let m = median(&added);
+            targets.push(format!(
+                "[{}] policy + limits add <= {TARGET_POLICY_ADDED_US} us at p50 (c=1): {m:+.1} us (gateway CPU per call {:.1} vs {:.1} us)",
+                pass(m <= TARGET_POLICY_ADDED_US),
+                p.cpu_us_per_call(p.cpu_gateway_ns),
+                g.cpu_us_per_call(g.cpu_gateway_ns)
+            ));
+        }
     }
 
     let _ = writeln!(o, "\n== toolgate resident memory (VmRSS) ==");

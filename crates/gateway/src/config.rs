@@ -123,6 +123,49 @@ pub struct ListenConfig {
     pub anonymous_grant: Option<String>,
 }
 
+/// Where rate-limit counters are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterBackend {
+    /// In this process's memory: fastest; counts start from zero on restart.
+    #[default]
+    Memory,
+    /// In `state.db` in the state directory: counts survive restarts and are shared by the
+    /// processes on this host that use the same directory.
+    Sqlite,
+}
+
+/// What a call gets when the counter store fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreFailure {
+    /// Refuse the call (fail closed; the default).
+    #[default]
+    Deny,
+    /// Let it through uncounted (fail open), logging a warning.
+    Allow,
+}
+
+/// Rate-limit counters.
+#[derive(Debug, Clone, Default)]
+pub struct CountersConfig {
+    /// Where they live.
+    pub backend: CounterBackend,
+    /// What a call gets when they cannot be reached.
+    pub on_store_error: StoreFailure,
+    /// How long a call waits for the store (SQLite: another process's write lock).
+    pub store_timeout: Duration,
+}
+
+/// Who answers calls that a policy holds for approval.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalsConfig {
+    /// A program (argv) asked about each held call: the call as JSON on its stdin; exit 0
+    /// approves, any other exit denies, its first line of output is the reason. Without
+    /// one, calls that need approval are denied.
+    pub command: Vec<String>,
+}
+
 /// Bounds that protect the gateway and its upstreams.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
@@ -151,6 +194,12 @@ pub struct Config {
     pub listen: ListenConfig,
     /// The embedded state directory.
     pub state_dir: PathBuf,
+    /// Where rate-limit counters live and what happens when they cannot be reached.
+    pub counters: CountersConfig,
+    /// Who answers `action: "approve"`.
+    pub approvals: ApprovalsConfig,
+    /// How often policy files are checked for changes (SIGHUP reloads at once).
+    pub policy_reload_interval: Duration,
     /// Limits.
     pub limits: LimitsConfig,
     /// Upstream servers in a stable order (by name).
@@ -168,6 +217,8 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    approvals: RawApprovals,
     servers_from: Option<String>,
     #[serde(default)]
     servers: BTreeMap<String, toml::Spanned<RawServer>>,
@@ -190,6 +241,19 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawState {
     dir: Option<String>,
+    #[serde(default)]
+    counters: CounterBackend,
+    #[serde(default)]
+    on_store_error: StoreFailure,
+    store_timeout: Option<String>,
+    policy_reload_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    #[serde(default)]
+    command: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -307,6 +371,29 @@ impl Config {
             },
             page_size: l.page_size.unwrap_or(d.page_size).max(1),
         };
+        let state_duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            Some(s) => parse_duration(s).map_err(|m| invalid(format!("state.{key}"), None, m)),
+            None => Ok(default),
+        };
+        let store_timeout = state_duration(
+            "store_timeout",
+            &raw.state.store_timeout,
+            Duration::from_millis(500),
+        )?;
+        let policy_reload_interval = state_duration(
+            "policy_reload_interval",
+            &raw.state.policy_reload_interval,
+            Duration::from_secs(1),
+        )?;
+        if let Some(program) = raw.approvals.command.first()
+            && program.trim().is_empty()
+        {
+            return Err(invalid(
+                "approvals.command".into(),
+                None,
+                "the first word must name a program".into(),
+            ));
+        }
 
         let mut servers = Vec::new();
         for (name, spanned) in &raw.servers {
@@ -397,6 +484,15 @@ impl Config {
                 anonymous_grant: raw.listen.anonymous_grant,
             },
             state_dir: base.join(raw.state.dir.as_deref().unwrap_or(".toolgate")),
+            counters: CountersConfig {
+                backend: raw.state.counters,
+                on_store_error: raw.state.on_store_error,
+                store_timeout,
+            },
+            approvals: ApprovalsConfig {
+                command: resolve_program(&base, raw.approvals.command),
+            },
+            policy_reload_interval,
             limits,
             servers,
             grants,
@@ -464,11 +560,7 @@ fn server(
             let command = expand(command, env).map_err(|m| (".command".into(), m))?;
             // A relative path (not a bare program name looked up in PATH) is relative to the
             // config file, like every other path in it.
-            let command = if command.contains('/') && Path::new(&command).is_relative() {
-                base.join(&command).to_string_lossy().into_owned()
-            } else {
-                command
-            };
+            let command = resolve_program_path(base, command);
             Transport::Stdio {
                 command,
                 args: raw
@@ -586,6 +678,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(format!("{text:?} is not a duration like 30s, 10m or 2h")),
     };
     Ok(Duration::from_millis(n.saturating_mul(ms)))
+}
+
+/// A program named by a relative path (not a bare name looked up in `PATH`) is relative to
+/// the config file, like every other path in it.
+fn resolve_program_path(base: &Path, program: String) -> String {
+    if program.contains('/') && Path::new(&program).is_relative() {
+        base.join(&program).to_string_lossy().into_owned()
+    } else {
+        program
+    }
+}
+
+/// An argv whose program is resolved as [`resolve_program_path`] says.
+fn resolve_program(base: &Path, mut argv: Vec<String>) -> Vec<String> {
+    if let Some(first) = argv.first_mut() {
+        *first = resolve_program_path(base, std::mem::take(first));
+    }
+    argv
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use toolgate_wire::{RawObject, raw};
 
 use crate::config::{Config, Isolation};
 use crate::grant::{Grant, Grants};
+use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::session::{Mode, Session};
 use crate::upstream::Upstream;
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub grants: Grants,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Policies, rate limits and approvals.
+    pub guard: Arc<Guard>,
     shared: Mutex<HashMap<String, Arc<Upstream>>>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     stateless: Mutex<HashMap<StatelessKey, Arc<Session>>>,
@@ -60,9 +63,10 @@ impl Drop for StreamPermit {
 }
 
 impl Gateway {
-    /// A gateway for a validated configuration.
-    pub fn new(config: Config) -> Arc<Gateway> {
+    /// A gateway for a validated configuration and the guard built from it.
+    pub fn new(config: Config, guard: Guard) -> Arc<Gateway> {
         Arc::new(Gateway {
+            guard: Arc::new(guard),
             grants: Grants::new(&config.grants),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -148,6 +152,7 @@ impl Gateway {
             upstreams,
             self.config.clone(),
             self.metrics.clone(),
+            self.guard.clone(),
         );
         futures_util::future::join_all(session.upstreams().iter().map(|u| u.settled())).await;
         if mode != Mode::Stateless {
@@ -176,6 +181,29 @@ impl Gateway {
         let result = session.initialize_result(params.get_str("protocolVersion").as_deref());
         tracing::info!(session = %session.id, grant = %session.grant.name, version = %session.protocol_version(), "session opened");
         Ok((session, result))
+    }
+
+    /// Re-reads the grants' policy files (off the request threads: it reads files) and tells
+    /// the sessions of every grant whose policy changed that their lists may have changed.
+    pub async fn reload_policies(&self) {
+        let guard = self.guard.clone();
+        let Ok(changed) = tokio::task::spawn_blocking(move || guard.reload()).await else {
+            return;
+        };
+        if changed.is_empty() {
+            return;
+        }
+        let affected: Vec<Arc<Session>> = self
+            .sessions
+            .read()
+            .unwrap()
+            .values()
+            .filter(|s| s.grant.policy.as_ref().is_some_and(|p| changed.contains(p)))
+            .cloned()
+            .collect();
+        for session in affected {
+            session.lists_changed();
+        }
     }
 
     /// The session with this id, if it belongs to `grant`: a session id seen by another grant

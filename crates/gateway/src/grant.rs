@@ -1,5 +1,6 @@
 //! Grants: bearer tokens given to agents, stored only as SHA-256 and compared in constant time.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rand::RngCore;
@@ -13,6 +14,8 @@ use crate::config::GrantConfig;
 pub struct Grant {
     /// The grant's name, as in the config and the audit log.
     pub name: Arc<str>,
+    /// Its policy file; `None` denies everything.
+    pub policy: Option<PathBuf>,
 }
 
 /// The grants the gateway accepts.
@@ -32,6 +35,7 @@ impl Grants {
                         g.token_sha256,
                         Arc::new(Grant {
                             name: Arc::from(g.name.as_str()),
+                            policy: g.policy.clone(),
                         }),
                     )
                 })

@@ -8,6 +8,7 @@ pub mod config;
 pub mod downstream;
 pub mod gateway;
 pub mod grant;
+pub mod guard;
 pub mod metrics;
 pub mod names;
 pub mod session;
@@ -18,6 +19,25 @@ use std::time::{Duration, Instant};
 
 pub use config::Config;
 pub use gateway::Gateway;
+pub use guard::Guard;
+
+/// Checks the grants' policy files every `interval` and applies those that changed (an
+/// invalid file keeps the policy in force). Ends when the gateway is dropped.
+pub fn spawn_policy_reloader(gateway: &Arc<Gateway>, interval: Duration) {
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(gateway) = gateway.upgrade() else {
+                return;
+            };
+            gateway.reload_policies().await;
+        }
+    });
+}
 
 /// Serves Streamable HTTP on `listener` until `shutdown` resolves; then lets in-flight requests
 /// finish (for at most `grace`) and stops every upstream.

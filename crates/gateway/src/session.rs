@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -17,6 +17,7 @@ use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
 
 use crate::config::Config;
 use crate::grant::Grant;
+use crate::guard::{self, Admission, CallInfo, Guard};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::upstream::{Connection, Io, Subscriber, Upstream, UpstreamError, poll_io};
@@ -57,6 +58,7 @@ pub struct Session {
     upstreams: Vec<Arc<Upstream>>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    guard: Arc<Guard>,
     outbound: mpsc::Sender<Message>,
     outbound_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
@@ -79,6 +81,7 @@ impl Session {
         upstreams: Vec<Arc<Upstream>>,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
+        guard: Arc<Guard>,
     ) -> Arc<Session> {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = Arc::new(Session {
@@ -92,6 +95,7 @@ impl Session {
             upstreams,
             config,
             metrics,
+            guard,
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
             server_requests: Mutex::new(HashMap::new()),
@@ -335,9 +339,35 @@ impl Session {
                 } else {
                     ("prompts/list", "prompts", "prompt")
                 };
+                let unknown = || error(ErrorCode::InvalidParams, format!("Unknown {kind}: {name}"));
                 let Some((up, original)) = self.route_name(list, field, &name).await else {
-                    return error(ErrorCode::InvalidParams, format!("Unknown {kind}: {name}"));
+                    return unknown();
                 };
+                let mut pass = None;
+                if method == "tools/call" {
+                    let call = CallInfo {
+                        grant: &self.grant,
+                        session: &self.id,
+                        server: &up.name,
+                        tool: &original,
+                        exposed: &names::exposed(&up.name, &original),
+                        arguments: params.get("arguments"),
+                    };
+                    match self.guard.admit(&call).await {
+                        Admission::Pass(p) => pass = Some(p),
+                        Admission::Unknown => return unknown(),
+                        Admission::Refuse(refusal) => {
+                            tracing::info!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, rule = %refusal.rule, "call refused");
+                            self.metrics
+                                .record_call(&up.name, &original, Duration::ZERO, true);
+                            return Some(Message::response(id?, refusal.result()));
+                        }
+                    }
+                } else if !self.guard.policy(&self.grant).is_some_and(|p| {
+                    p.prompt_allowed(&up.name, &original, &names::exposed(&up.name, &original))
+                }) {
+                    return unknown();
+                }
                 let mut request = request;
                 if original != name {
                     let mut params = params;
@@ -346,12 +376,17 @@ impl Session {
                 }
                 let started = Instant::now();
                 let reply = self.forward(&up, request, tx).await;
-                if method == "tools/call" {
+                if let Some(pass) = pass {
                     let failed = reply
                         .as_ref()
                         .is_none_or(|r| r.is_error() || result_is_error(r));
                     self.metrics
                         .record_call(&up.name, &original, started.elapsed(), failed);
+                    let outcome = match &reply {
+                        Some(r) if r.is_error() || is_gateway_failure(r) => guard::Outcome::Failed,
+                        _ => guard::Outcome::Answered,
+                    };
+                    pass.settle(outcome).await;
                 }
                 reply
             }
@@ -363,8 +398,10 @@ impl Session {
                     );
                 };
                 match self.route_uri(&uri).await {
-                    Some(up) => self.forward(&up, request, tx).await,
-                    None => error(
+                    Some(up) if self.resource_allowed(&up.name, &uri) => {
+                        self.forward(&up, request, tx).await
+                    }
+                    _ => error(
                         ErrorCode::ResourceNotFound,
                         format!("Resource not found: {uri}"),
                     ),
@@ -375,7 +412,11 @@ impl Session {
                 let target = match reference.get_str("type").as_deref() {
                     Some("ref/prompt") => {
                         let name = reference.get_str("name").unwrap_or_default();
-                        match self.route_name("prompts/list", "prompts", &name).await {
+                        match self
+                            .route_name("prompts/list", "prompts", &name)
+                            .await
+                            .filter(|(up, original)| self.prompt_allowed(&up.name, original))
+                        {
                             Some((up, original)) if original != name => {
                                 let mut reference = reference;
                                 reference.set_value("name", &original);
@@ -390,8 +431,10 @@ impl Session {
                         }
                     }
                     Some("ref/resource") => {
-                        self.route_uri(&reference.get_str("uri").unwrap_or_default())
+                        let uri = reference.get_str("uri").unwrap_or_default();
+                        self.route_uri(&uri)
                             .await
+                            .filter(|up| self.resource_allowed(&up.name, &uri))
                     }
                     _ => None,
                 };
@@ -474,22 +517,54 @@ impl Session {
         });
         let lists = futures_util::future::join_all(fetches).await;
         let mut items: Vec<Box<RawValue>> = Vec::new();
+        let Some(policy) = self.guard.policy(&self.grant) else {
+            // A grant without a policy sees nothing.
+            return self.page(id, field, &items, offset);
+        };
+        let rename = named && !self.single();
         for (up, list) in lists.into_iter().flatten() {
-            if !named || self.single() {
-                items.extend(list.iter().cloned());
-                continue;
-            }
             for item in list.iter() {
                 let Ok(mut obj) = RawObject::from_raw(item) else {
                     continue;
                 };
-                let Some(name) = obj.get_str("name") else {
+                let key = if named {
+                    "name"
+                } else if field == "resources" {
+                    "uri"
+                } else {
+                    "uriTemplate"
+                };
+                let Some(name) = obj.get_str(key) else {
                     continue;
                 };
-                obj.set_value("name", &names::exposed(&up.name, &name));
-                items.push(obj.to_raw());
+                // Policies match the aggregated name whichever endpoint the client uses
+                // (`/mcp` or `/mcp/{server}`), so that no endpoint escapes a rule.
+                let aggregated = if named {
+                    names::exposed(&up.name, &name)
+                } else {
+                    String::new()
+                };
+                let visible = match field {
+                    "tools" => policy.tool_visible(&up.name, &name, &aggregated),
+                    "prompts" => policy.prompt_allowed(&up.name, &name, &aggregated),
+                    _ => policy.resource_allowed(&up.name, &name),
+                };
+                if !visible {
+                    continue;
+                }
+                if rename {
+                    obj.set_value("name", &aggregated);
+                    items.push(obj.to_raw());
+                } else {
+                    items.push(item.clone());
+                }
             }
         }
+        self.page(id, field, &items, offset)
+    }
+
+    /// One page of an aggregated list, with the gateway's own cursor.
+    fn page(&self, id: Id, field: &str, items: &[Box<RawValue>], offset: usize) -> Message {
         let page = self.config.limits.page_size;
         let mut result = RawObject::new();
         let end = (offset + page).min(items.len());
@@ -503,6 +578,20 @@ impl Session {
             result.set_value("cacheScope", "private");
         }
         Message::response(id, result.to_raw())
+    }
+
+    /// Whether the grant's policy serves this resource (or resource template) URI.
+    fn resource_allowed(&self, server: &str, uri: &str) -> bool {
+        self.guard
+            .policy(&self.grant)
+            .is_some_and(|p| p.resource_allowed(server, uri))
+    }
+
+    /// Whether the grant's policy serves this prompt.
+    fn prompt_allowed(&self, server: &str, name: &str) -> bool {
+        self.guard
+            .policy(&self.grant)
+            .is_some_and(|p| p.prompt_allowed(server, name, &names::exposed(server, name)))
     }
 
     /// Finds the upstream and original name behind an exposed tool or prompt name.
@@ -947,6 +1036,15 @@ impl Subscriber for Session {
     }
 
     fn health_changed(&self, _upstream: &Arc<Upstream>) {
+        self.lists_changed();
+    }
+}
+
+impl Session {
+    /// Tells the client that its tool, prompt and resource lists may have changed (an upstream
+    /// came or went, or its grant's policy was reloaded). Stateless clients have no stream to
+    /// tell; their lists carry a TTL instead.
+    pub fn lists_changed(&self) {
         if self.mode == Mode::Stateless {
             return;
         }
@@ -1085,12 +1183,35 @@ fn result_is_error(reply: &Message) -> bool {
         .unwrap_or(false)
 }
 
+/// `_meta` key marking a result the gateway made because the upstream failed.
+const GATEWAY_ERROR_META: &str = "toolgate/error";
+
+/// Whether a result is the gateway's report of an upstream that failed before or while
+/// running the call (its counters are given back). A timeout is not one: the call reached the
+/// upstream and may have run, so it stays counted.
+fn is_gateway_failure(reply: &Message) -> bool {
+    reply
+        .result_raw()
+        .is_some_and(|r| r.get().contains(GATEWAY_ERROR_META))
+        && reply
+            .result()
+            .and_then(|r| r.get_object("_meta"))
+            .and_then(|m| m.get_str(GATEWAY_ERROR_META))
+            .is_some_and(|kind| kind == "upstream")
+}
+
 /// A failed upstream: a tool call gets a tool result the model can read; anything else a
 /// JSON-RPC error.
 fn upstream_failure(id: Id, is_call: bool, error: &UpstreamError) -> Message {
     if is_call {
-        let result =
-            json!({"content": [{"type": "text", "text": error.to_string()}], "isError": true});
+        let result = json!({
+            "content": [{"type": "text", "text": error.to_string()}],
+            "isError": true,
+            "_meta": {GATEWAY_ERROR_META: match error {
+                UpstreamError::Timeout { .. } => "timeout",
+                _ => "upstream",
+            }},
+        });
         Message::response(id, raw(&result))
     } else {
         Message::error(Some(id), ErrorCode::Internal.code(), &error.to_string())

@@ -3,11 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use toolgate_gateway::{Config, Gateway, grant};
+use toolgate_gateway::{Config, Gateway, Guard, grant};
+
+mod check;
+mod explain;
 
 #[derive(Parser)]
 #[command(name = "toolgate", version, about = "A policy gateway for MCP tools")]
@@ -42,11 +46,35 @@ enum Command {
         #[arg(long)]
         grant: String,
     },
-    /// Validate a configuration file.
+    /// Validate policy files, or a configuration and every policy its grants name.
     Check {
+        /// The configuration file (default toolgate.toml when no policy file is given).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Policy files.
+        policies: Vec<PathBuf>,
+    },
+    /// Show what a grant's policy decides for one call, every rule that fired and the
+    /// counters it would take.
+    Explain {
         /// The configuration file.
         #[arg(long, short, default_value = "toolgate.toml")]
         config: PathBuf,
+        /// The grant making the call.
+        #[arg(long)]
+        grant: String,
+        /// The tool: `server/tool`, or a tool name with --server (or when one server is configured).
+        #[arg(long)]
+        tool: String,
+        /// The server, when --tool does not say.
+        #[arg(long)]
+        server: Option<String>,
+        /// The call's arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage grants.
     Grant {
@@ -73,7 +101,7 @@ enum GrantCommand {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for a configuration error.
-const BAD_CONFIG: u8 = 2;
+pub(crate) const BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -112,7 +140,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("--listen {addr:?} is not an address"))?;
             }
             let addr = config.listen.mcp;
-            let gateway = Gateway::new(config);
+            let Some(gateway) = start(config).await else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
             let shutdown = shutdown_signal();
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -128,7 +158,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(config) = load(&config) else {
                 return Ok(ExitCode::from(BAD_CONFIG));
             };
-            let gateway = Gateway::new(config);
+            let Some(gateway) = start(config).await else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
             let Some(grant) = gateway.grants.by_name(&grant) else {
                 eprintln!("toolgate: no grant named {grant:?} in the configuration");
                 return Ok(ExitCode::from(BAD_CONFIG));
@@ -140,18 +172,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(200)).await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => match load(&config) {
-            Some(c) => {
-                println!(
-                    "{}: ok ({} servers, {} grants)",
-                    config.display(),
-                    c.servers.len(),
-                    c.grants.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            None => Ok(ExitCode::from(BAD_CONFIG)),
-        },
+        Command::Check { config, policies } => Ok(check::run(config, &policies)),
+        Command::Explain {
+            config,
+            grant,
+            tool,
+            server,
+            args,
+            json,
+        } => {
+            let Some(config) = load(&config) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            explain::run(&config, &grant, &tool, server.as_deref(), &args, json).await
+        }
         Command::Grant {
             command: GrantCommand::New { name, policy },
         } => {
@@ -169,7 +203,36 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(path: &Path) -> Option<Config> {
+/// Builds the gateway: loads every grant's policy, opens the state, starts the policy
+/// reloader and the SIGHUP handler. `None` (after saying why) when a policy is invalid.
+async fn start(config: Config) -> Option<Arc<Gateway>> {
+    let guard = match Guard::new(&config).await {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("toolgate: {e}");
+            return None;
+        }
+    };
+    let interval = config.policy_reload_interval;
+    let gateway = Gateway::new(config, guard);
+    toolgate_gateway::spawn_policy_reloader(&gateway, interval);
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Ok(mut hup) = signal(SignalKind::hangup()) {
+        let gateway = Arc::downgrade(&gateway);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(gateway) = gateway.upgrade() else {
+                    return;
+                };
+                tracing::info!("SIGHUP: reloading policies");
+                gateway.reload_policies().await;
+            }
+        });
+    }
+    Some(gateway)
+}
+
+pub(crate) fn load(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(c) => Some(c),
         Err(e) => {

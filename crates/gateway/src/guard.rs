@@ -1,0 +1,513 @@
+//! The rules every call passes: each grant's policy (hot-reloaded), rate-limit counters
+//! reserved before forwarding, and approvals for calls a policy holds.
+//!
+//! The session asks [`Guard::admit`] before it forwards a `tools/call`; the answer is either
+//! a [`Pass`] (forward, then [`Pass::settle`] the counters with the outcome) or a
+//! [`Refusal`] to send back instead. The policy itself is pure (`toolgate-policy`); the guard
+//! owns the clock, the files and the stores.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use toolgate_policy::{Approval, Call, CounterRequest, Decision, Policy, Verdict, limit_message};
+use toolgate_state::{
+    CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, SqliteState,
+};
+use toolgate_wire::raw;
+
+use crate::config::{Config, CounterBackend, StoreFailure};
+use crate::grant::Grant;
+
+/// Why the guard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// A grant's policy file could not be read.
+    #[error("grant {grant:?}: cannot read policy {path}: {source}")]
+    Read {
+        grant: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A grant's policy file is invalid.
+    #[error("grant {grant:?}: invalid policy {path}:\n{error}")]
+    Invalid {
+        grant: String,
+        path: PathBuf,
+        error: toolgate_policy::PolicyError,
+    },
+    /// The counter store could not be opened.
+    #[error("{0}")]
+    Store(#[from] toolgate_state::StoreError),
+}
+
+/// A policy as loaded from its file.
+struct Loaded {
+    policy: Arc<Policy>,
+    digest: [u8; 32],
+    /// The file could not be read at the last check (reported once, not at every check).
+    unreadable: bool,
+}
+
+/// Policies, counters and approvals for every grant.
+pub struct Guard {
+    policies: RwLock<HashMap<PathBuf, Loaded>>,
+    counters: Arc<dyn CounterStore>,
+    on_store_error: StoreFailure,
+    store_timeout: Duration,
+    approval_command: Vec<String>,
+}
+
+/// What the session does with a call.
+pub enum Admission {
+    /// Forward it; settle the counters afterwards.
+    Pass(Pass),
+    /// Send this result instead (a visible denial).
+    Refuse(Refusal),
+    /// Answer as for a tool that does not exist.
+    Unknown,
+}
+
+/// A call allowed through, with the counters it holds.
+pub struct Pass {
+    reservation: Option<(Arc<dyn CounterStore>, Reservation)>,
+    /// The decision, for the log.
+    pub decision: Decision,
+    /// The policy version that decided.
+    pub policy_version: String,
+}
+
+/// How a forwarded call ended, for its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with a result (an `isError` result counts).
+    Answered,
+    /// The upstream failed: protocol error or transport failure. Counters are given back.
+    Failed,
+}
+
+impl Pass {
+    /// Commits or rolls back the call's counters.
+    pub async fn settle(self, outcome: Outcome) {
+        let Some((store, reservation)) = self.reservation else {
+            return;
+        };
+        let result = match outcome {
+            Outcome::Answered => store.commit(reservation).await,
+            Outcome::Failed => store.rollback(reservation).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "settling rate-limit counters failed");
+        }
+    }
+}
+
+/// A visible denial.
+pub struct Refusal {
+    /// `denied`, `limited`, `approval_denied`, `approval_expired`, `error`.
+    pub decision: &'static str,
+    /// The rule's JSON pointer.
+    pub rule: String,
+    /// What the agent reads after `[POLICY DENIED] `.
+    pub message: String,
+    /// The policy version that decided.
+    pub policy_version: String,
+}
+
+impl Refusal {
+    /// The `tools/call` result that carries the denial.
+    pub fn result(&self) -> Box<RawValue> {
+        raw(&json!({
+            "content": [{"type": "text", "text": format!("[POLICY DENIED] {}", self.message)}],
+            "isError": true,
+            "_meta": {"toolgate/decision": {
+                "decision": self.decision,
+                "rule": self.rule,
+                "policy_version": self.policy_version,
+            }},
+        }))
+    }
+}
+
+/// The call being admitted.
+pub struct CallInfo<'a> {
+    /// The grant.
+    pub grant: &'a Grant,
+    /// The downstream session id.
+    pub session: &'a str,
+    /// The upstream server.
+    pub server: &'a str,
+    /// The tool's name on its server.
+    pub tool: &'a str,
+    /// The name the client used.
+    pub exposed: &'a str,
+    /// `params.arguments` as sent.
+    pub arguments: Option<&'a RawValue>,
+}
+
+/// The current UTC time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counter specs for a decision's counters at `now`.
+pub fn counter_specs(counters: &[CounterRequest], now: u64) -> Vec<CounterSpec> {
+    counters
+        .iter()
+        .map(|c| CounterSpec {
+            key: c.key.clone(),
+            max: c.max,
+            amount: c.amount,
+            window_ms: c.window.length_ms,
+            sliding: c.window.sliding,
+            window_start_ms: c.window.start(now),
+        })
+        .collect()
+}
+
+/// Reads and compiles a policy file.
+pub fn load_policy(path: &Path) -> Result<(Policy, [u8; 32]), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(LoadError::Read)?;
+    let digest = Sha256::digest(text.as_bytes()).into();
+    toolgate_policy::parse(&text)
+        .map(|p| (p, digest))
+        .map_err(LoadError::Invalid)
+}
+
+/// Why a policy file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading it failed.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// It is invalid.
+    #[error("{0}")]
+    Invalid(toolgate_policy::PolicyError),
+}
+
+impl Guard {
+    /// Loads every grant's policy and opens the counter store. An invalid policy stops the
+    /// start: the operator hears about it before any agent does.
+    pub async fn new(config: &Config) -> Result<Guard, GuardError> {
+        let mut policies = HashMap::new();
+        for g in &config.grants {
+            let Some(path) = &g.policy else { continue };
+            if policies.contains_key(path) {
+                continue;
+            }
+            let (policy, digest) = load_policy(path).map_err(|e| match e {
+                LoadError::Read(source) => GuardError::Read {
+                    grant: g.name.clone(),
+                    path: path.clone(),
+                    source,
+                },
+                LoadError::Invalid(error) => GuardError::Invalid {
+                    grant: g.name.clone(),
+                    path: path.clone(),
+                    error,
+                },
+            })?;
+            policies.insert(
+                path.clone(),
+                Loaded {
+                    policy: Arc::new(policy),
+                    digest,
+                    unreadable: false,
+                },
+            );
+        }
+        let counters: Arc<dyn CounterStore> = match config.counters.backend {
+            CounterBackend::Memory => Arc::new(MemoryCounters::new()),
+            CounterBackend::Sqlite => Arc::new(
+                SqliteState::open(
+                    &config.state_dir.join("state.db"),
+                    config.counters.store_timeout,
+                )
+                .await?,
+            ),
+        };
+        Ok(Guard {
+            policies: RwLock::new(policies),
+            counters,
+            on_store_error: config.counters.on_store_error,
+            store_timeout: config.counters.store_timeout,
+            approval_command: config.approvals.command.clone(),
+        })
+    }
+
+    /// The policy in force for a grant; `None` when the grant has none (everything denied).
+    pub fn policy(&self, grant: &Grant) -> Option<Arc<Policy>> {
+        let path = grant.policy.as_ref()?;
+        self.policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .map(|l| l.policy.clone())
+    }
+
+    /// The counter store (for `explain` and tests).
+    pub fn counters(&self) -> &Arc<dyn CounterStore> {
+        &self.counters
+    }
+
+    /// Re-reads every policy file whose content changed. An invalid or unreadable file keeps
+    /// the policy in force and logs every problem once; sessions are untouched, the next call
+    /// uses the new one. Returns the files whose policy changed.
+    pub fn reload(&self) -> Vec<PathBuf> {
+        let paths: Vec<(PathBuf, [u8; 32])> = self
+            .policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(p, l)| (p.clone(), l.digest))
+            .collect();
+        let mut changed = Vec::new();
+        for (path, digest) in paths {
+            let text = match std::fs::read(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(slot) = policies.get_mut(&path).filter(|s| !s.unreadable) {
+                        slot.unreadable = true;
+                        tracing::error!(policy = %path.display(), error = %e, keeping = %slot.policy.version, "cannot read policy; keeping the one in force");
+                    }
+                    continue;
+                }
+            };
+            let new_digest: [u8; 32] = Sha256::digest(&text).into();
+            if new_digest == digest {
+                continue;
+            }
+            let parsed = std::str::from_utf8(&text)
+                .map_err(|_| "the file is not UTF-8".to_owned())
+                .and_then(|t| toolgate_policy::parse(t).map_err(|e| e.to_string()));
+            let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = policies.get_mut(&path) else {
+                continue;
+            };
+            slot.unreadable = false;
+            match parsed {
+                Ok(policy) => {
+                    tracing::info!(policy = %path.display(), from = %slot.policy.version, to = %policy.version, "policy reloaded");
+                    slot.policy = Arc::new(policy);
+                    slot.digest = new_digest;
+                    changed.push(path);
+                }
+                Err(error) => {
+                    // Remember the digest so the same broken file is reported once.
+                    slot.digest = new_digest;
+                    tracing::error!(policy = %path.display(), keeping = %slot.policy.version, "invalid policy; keeping the one in force:\n{error}");
+                }
+            }
+        }
+        changed
+    }
+
+    /// Decides a call, reserves its counters, and holds it for approval when the policy says
+    /// so. Counters come first: a human is never asked about a call that its limits would
+    /// refuse anyway, and a call that is not approved gives its counters back.
+    pub async fn admit(&self, call: &CallInfo<'_>) -> Admission {
+        let Some(policy) = self.policy(call.grant) else {
+            return Admission::Unknown;
+        };
+        // Absent arguments are an empty object to the upstream, and so to the policy.
+        let args: Value = match call.arguments {
+            None => Value::Object(Default::default()),
+            Some(a) => serde_json::from_str(a.get()).unwrap_or(Value::Null),
+        };
+        let decision = policy.decide(&Call {
+            grant: &call.grant.name,
+            session: call.session,
+            server: call.server,
+            tool: call.tool,
+            exposed: call.exposed,
+            category: None,
+            severity: None,
+            args: &args,
+        });
+        let refuse = |decision: &'static str, rule: &str, message: String| {
+            Admission::Refuse(Refusal {
+                decision,
+                rule: rule.to_owned(),
+                message,
+                policy_version: policy.version.clone(),
+            })
+        };
+        let approval = match &decision.verdict {
+            Verdict::Unknown => return Admission::Unknown,
+            Verdict::Deny => return refuse("denied", &decision.rule, decision.message.clone()),
+            Verdict::Allow => None,
+            Verdict::Approve(approval) => Some(approval.clone()),
+        };
+        let mut pass = Pass {
+            reservation: None,
+            policy_version: policy.version.clone(),
+            decision,
+        };
+        if !pass.decision.counters.is_empty()
+            && let Err(refusal) = self.reserve(&mut pass).await
+        {
+            return refusal;
+        }
+        let Some(approval) = approval else {
+            return Admission::Pass(pass);
+        };
+        let answer = self
+            .ask_approval(call, &args, &pass.decision, &policy, &approval)
+            .await;
+        let (decision, message) = match answer {
+            Approved::Yes => return Admission::Pass(pass),
+            Approved::No(reason) => (
+                "approval_denied",
+                format!("a human denied this call: {reason}"),
+            ),
+            Approved::Expired => (
+                "approval_expired",
+                "the approval request expired without an answer".to_owned(),
+            ),
+            Approved::NoApprover => (
+                "approval_denied",
+                "this call needs a human's approval, and no approver is configured".to_owned(),
+            ),
+        };
+        let rule = pass.decision.rule.clone();
+        pass.settle(Outcome::Failed).await;
+        refuse(decision, &rule, message)
+    }
+
+    /// Reserves a passing call's counters; the refusal to send when a limit is reached or the
+    /// store fails (unless `on_store_error = "allow"`).
+    async fn reserve(&self, pass: &mut Pass) -> Result<(), Admission> {
+        let refuse = |decision: &'static str, rule: &str, message: String| {
+            Admission::Refuse(Refusal {
+                decision,
+                rule: rule.to_owned(),
+                message,
+                policy_version: pass.policy_version.clone(),
+            })
+        };
+        let now = now_ms();
+        let specs = counter_specs(&pass.decision.counters, now);
+        let reserved =
+            tokio::time::timeout(self.store_timeout, self.counters.reserve(&specs, now)).await;
+        let error = match reserved {
+            Ok(Ok(Reserve::Granted(r))) => {
+                pass.reservation = Some((self.counters.clone(), r));
+                return Ok(());
+            }
+            Ok(Ok(Reserve::Exceeded { index, usage })) => {
+                let req = &pass.decision.counters[index];
+                let mut message = limit_message(req, usage.reset_at_ms, now);
+                if let Some(custom) = &req.on_deny {
+                    message = format!("{custom} ({message})");
+                }
+                return Err(refuse("limited", &req.rule, message));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "counter store unavailable: no answer within {:?}",
+                self.store_timeout
+            ),
+        };
+        match self.on_store_error {
+            StoreFailure::Deny => {
+                tracing::error!(error = %error, "rate-limit store failed; denying the call (fail closed)");
+                Err(refuse(
+                    "error",
+                    &pass.decision.counters[0].rule,
+                    "rate limits cannot be checked right now (counter store unavailable); try again later".into(),
+                ))
+            }
+            StoreFailure::Allow => {
+                tracing::warn!(error = %error, "rate-limit store failed; letting the call through uncounted (on_store_error = \"allow\")");
+                Ok(())
+            }
+        }
+    }
+
+    async fn ask_approval(
+        &self,
+        call: &CallInfo<'_>,
+        args: &Value,
+        decision: &Decision,
+        policy: &Policy,
+        approval: &Approval,
+    ) -> Approved {
+        let timeout_ms = approval.timeout_ms;
+        let Some((program, rest)) = self.approval_command.split_first() else {
+            return Approved::NoApprover;
+        };
+        let request = json!({
+            "grant": &*call.grant.name,
+            "session": call.session,
+            "server": call.server,
+            "tool": call.tool,
+            "arguments": args,
+            "rule": decision.rule,
+            "policy_version": policy.version,
+            "timeout_ms": timeout_ms,
+            "approvers": approval.approvers,
+        });
+        let child = tokio::process::Command::new(program)
+            .args(rest)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(program = %program, error = %e, "cannot start the approval command");
+                return Approved::No(format!("the approval command failed to start: {e}"));
+            }
+        };
+        let asked = async {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(format!("{request}\n").as_bytes()).await;
+            }
+            let mut out = Vec::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                let _ = (&mut stdout).take(4096).read_to_end(&mut out).await;
+            }
+            let status = child.wait().await;
+            (status, out)
+        };
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), asked).await {
+            Err(_) => Approved::Expired,
+            Ok((Ok(status), out)) => {
+                let reason = String::from_utf8_lossy(&out)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(500)
+                    .collect::<String>();
+                if status.success() {
+                    tracing::info!(tool = call.tool, grant = %call.grant.name, "call approved");
+                    Approved::Yes
+                } else if reason.is_empty() {
+                    Approved::No("no reason given".into())
+                } else {
+                    Approved::No(reason)
+                }
+            }
+            Ok((Err(e), _)) => Approved::No(format!("the approval command failed: {e}")),
+        }
+    }
+}
+
+enum Approved {
+    Yes,
+    No(String),
+    Expired,
+    NoApprover,
+}

@@ -1,0 +1,167 @@
+//! `toolgate explain`: what a grant's policy decides for one call, and why.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use toolgate_gateway::Config;
+use toolgate_gateway::config::CounterBackend;
+use toolgate_gateway::guard::{counter_specs, load_policy, now_ms};
+use toolgate_policy::{Call, Verdict, utc_rfc3339, window_name};
+use toolgate_state::{CounterStore, MemoryCounters, SqliteState};
+
+use crate::BAD_CONFIG;
+
+/// Explains one call; exit 0 whatever the decision, 2 on bad input.
+pub async fn run(
+    config: &Config,
+    grant: &str,
+    tool: &str,
+    server: Option<&str>,
+    args: &str,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bad = |message: String| {
+        eprintln!("toolgate explain: {message}");
+        Ok(ExitCode::from(BAD_CONFIG))
+    };
+    let Some(g) = config.grants.iter().find(|g| g.name == grant) else {
+        return bad(format!("no grant named {grant:?}"));
+    };
+    let (server, tool) = match (tool.split_once('/'), server) {
+        (Some((s, t)), _) => (s.to_owned(), t.to_owned()),
+        (None, Some(s)) => (s.to_owned(), tool.to_owned()),
+        (None, None) if config.servers.len() == 1 => {
+            (config.servers[0].name.clone(), tool.to_owned())
+        }
+        (None, None) => {
+            return bad(
+                "several servers are configured: give --tool server/tool or --server".into(),
+            );
+        }
+    };
+    if config.server(&server).is_none() {
+        return bad(format!("no server named {server:?} in the configuration"));
+    }
+    let args: Value = match serde_json::from_str(args) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return bad("--args must be a JSON object".into()),
+        Err(e) => return bad(format!("--args is not JSON: {e}")),
+    };
+    let Some(policy_path) = &g.policy else {
+        let out = json!({"decision": "hidden", "rule": toolgate_policy::RULE_NO_POLICY,
+            "message": "this grant has no policy: every call is refused"});
+        print_out(&out, as_json);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let policy = match load_policy(policy_path) {
+        Ok((p, _)) => p,
+        Err(e) => return bad(format!("{}: {e}", policy_path.display())),
+    };
+    // The gateway matches policies against the aggregated name whatever endpoint is used.
+    let exposed = toolgate_gateway::names::exposed(&server, &tool);
+    let decision = policy.explain(&Call {
+        grant,
+        session: "(explain)",
+        server: &server,
+        tool: &tool,
+        exposed: &exposed,
+        category: None,
+        severity: None,
+        args: &args,
+    });
+    let store: Arc<dyn CounterStore> = match config.counters.backend {
+        CounterBackend::Sqlite => Arc::new(
+            SqliteState::open(
+                &config.state_dir.join("state.db"),
+                config.counters.store_timeout,
+            )
+            .await?,
+        ),
+        CounterBackend::Memory => Arc::new(MemoryCounters::new()),
+    };
+    let now = now_ms();
+    let specs = counter_specs(&decision.counters, now);
+    let usage = store.usage(&specs, now).await?;
+    let counters: Vec<Value> = decision
+        .counters
+        .iter()
+        .zip(&usage)
+        .map(|(c, u)| {
+            json!({
+                "rule": &*c.rule, "counter": &*c.counter, "key": c.key, "scope": c.scope.as_str(),
+                "window": window_name(&c.window), "max": c.max, "takes": c.amount, "used": u.used,
+                "would_exceed": u.used + c.amount > c.max,
+                "resets_at": utc_rfc3339(u.reset_at_ms),
+            })
+        })
+        .collect();
+    let out = json!({
+        "decision": decision.verdict.as_str(),
+        "rule": decision.rule,
+        "message": decision.message,
+        "approval": match &decision.verdict {
+            Verdict::Approve(a) => json!({"timeout_ms": a.timeout_ms, "approvers": a.approvers}),
+            _ => Value::Null,
+        },
+        "policy": policy_path.display().to_string(),
+        "policy_version": policy.version,
+        "server": server,
+        "tool": tool,
+        "fired": decision.fired.iter().map(|f| json!({"rule": f.rule, "effect": f.effect})).collect::<Vec<_>>(),
+        "counters": counters,
+        "counter_store": match config.counters.backend {
+            CounterBackend::Sqlite => "sqlite",
+            CounterBackend::Memory => "memory (a running gateway's counts live in its memory; shown as 0)",
+        },
+    });
+    print_out(&out, as_json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_out(out: &Value, as_json: bool) {
+    if as_json {
+        println!("{out:#}");
+        return;
+    }
+    let s = |k: &str| out[k].as_str().unwrap_or_default().to_owned();
+    println!("decision: {}", s("decision"));
+    println!("rule:     {}", s("rule"));
+    if !s("message").is_empty() {
+        println!("message:  {}", s("message"));
+    }
+    if out.get("policy").is_some() {
+        println!("policy:   {} ({})", s("policy"), s("policy_version"));
+        println!("call:     {}/{}", s("server"), s("tool"));
+    }
+    if let Some(fired) = out["fired"].as_array().filter(|f| !f.is_empty()) {
+        println!("rules that fired:");
+        for f in fired {
+            println!(
+                "  {}  {}",
+                f["rule"].as_str().unwrap_or_default(),
+                f["effect"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    if let Some(counters) = out["counters"].as_array().filter(|c| !c.is_empty()) {
+        println!("counters ({}):", s("counter_store"));
+        for c in counters {
+            println!(
+                "  {} ({}): {} of {} used per {}; this call takes {}{}; window resets at {}",
+                c["counter"].as_str().unwrap_or_default(),
+                c["key"].as_str().unwrap_or_default(),
+                c["used"],
+                c["max"],
+                c["window"].as_str().unwrap_or_default(),
+                c["takes"],
+                if c["would_exceed"] == true {
+                    " and would exceed it"
+                } else {
+                    ""
+                },
+                c["resets_at"].as_str().unwrap_or_default(),
+            );
+        }
+    }
+}
