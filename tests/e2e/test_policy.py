@@ -1079,6 +1079,47 @@ async def test_without_an_approver_a_held_call_is_denied(gateway_factory, tmp_pa
     assert not log.entries()
 
 
+async def test_an_approver_that_cannot_be_started_denies_without_blaming_a_human(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(
+        policy_server("ssh", log),
+        policy=APPROVE,
+        extra='\n[approvals]\ncommand = ["./no-such-approver", "--ask"]\n',
+    )
+    async with connect(gw) as alice:
+        message = assert_denied(
+            await alice.call_tool("create_charge", {"amount": 1}),
+            "approval_denied",
+            "/tools/create_charge/action",
+            version_of(gw),
+        )
+        assert message == "this call needs a human's approval, and the approver could not be asked; try again later"
+    assert not log.entries()
+    # The operator's log says why, with the path resolved against the config file's directory.
+    assert "cannot start the approval command" in gw.log()
+    assert f"program={gw.config.parent}/./no-such-approver " in gw.log()
+
+
+def test_arguments_that_are_not_an_object_are_refused_and_never_forwarded(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(
+        policy_server("ssh", log),
+        policy={"version": "1", "default": "deny", "hide": ["delete_account"], "tools": {"list_files": {}}},
+    )
+    raw = RawMcp(gw.url, TOKEN)
+    for arguments in ([1, 2], "ls", None, 7):
+        answer = raw.request("tools/call", {"name": "list_files", "arguments": arguments})[-1]
+        assert answer["error"]["code"] == -32602, answer
+        assert answer["error"]["message"] == "tools/call `arguments` must be an object", answer
+        # A hidden tool stays indistinguishable from a missing one, whatever the arguments.
+        hidden = raw.request("tools/call", {"name": "delete_account", "arguments": arguments})[-1]
+        assert hidden["error"] == {"code": -32602, "message": "Unknown tool: delete_account"}, hidden
+    # Absent arguments are an empty object, which is fine.
+    ok = raw.request("tools/call", {"name": "list_files"})[-1]
+    assert "result" in ok and not ok["result"].get("isError"), ok
+    assert log.args("list_files") == [{}]
+
+
 # ---------------------------------------------------------------------------------------
 # 8. The same denials for 2026-07-28 clients and over `toolgate stdio`
 # ---------------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ pub enum Admission {
     Refuse(Refusal),
     /// Answer as for a tool that does not exist.
     Unknown,
+    /// Answer with an invalid-params error: the request is malformed (e.g. `arguments` that
+    /// is not an object), which no policy should be asked to judge.
+    Invalid(&'static str),
 }
 
 /// A call allowed through, with the counters it holds.
@@ -262,16 +265,24 @@ impl Guard {
     /// the policy in force and logs every problem once; sessions are untouched, the next call
     /// uses the new one. Returns the files whose policy changed.
     pub fn reload(&self) -> Vec<PathBuf> {
-        let paths: Vec<(PathBuf, [u8; 32])> = self
+        let paths: Vec<(PathBuf, [u8; 32], bool)> = self
             .policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(p, l)| (p.clone(), l.digest))
+            .map(|(p, l)| (p.clone(), l.digest, l.unreadable))
             .collect();
         let mut changed = Vec::new();
-        for (path, digest) in paths {
+        for (path, digest, unreadable) in paths {
             let text = match std::fs::read(&path) {
+                Ok(t) if unreadable => {
+                    let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
+                    if let Some(slot) = policies.get_mut(&path) {
+                        slot.unreadable = false;
+                    }
+                    tracing::info!(policy = %path.display(), "policy file readable again");
+                    t
+                }
                 Ok(t) => t,
                 Err(e) => {
                     let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
@@ -293,7 +304,6 @@ impl Guard {
             let Some(slot) = policies.get_mut(&path) else {
                 continue;
             };
-            slot.unreadable = false;
             match parsed {
                 Ok(policy) => {
                     tracing::info!(policy = %path.display(), from = %slot.policy.version, to = %policy.version, "policy reloaded");
@@ -341,6 +351,9 @@ impl Guard {
                 policy_version: policy.version.clone(),
             })
         };
+        if !matches!(decision.verdict, Verdict::Unknown) && !args.is_object() {
+            return Admission::Invalid("tools/call `arguments` must be an object");
+        }
         let approval = match &decision.verdict {
             Verdict::Unknown => return Admission::Unknown,
             Verdict::Deny => return refuse("denied", &decision.rule, decision.message.clone()),
@@ -376,6 +389,11 @@ impl Guard {
             Approved::NoApprover => (
                 "approval_denied",
                 "this call needs a human's approval, and no approver is configured".to_owned(),
+            ),
+            Approved::Unasked => (
+                "approval_denied",
+                "this call needs a human's approval, and the approver could not be asked; try again later"
+                    .to_owned(),
             ),
         };
         let rule = pass.decision.rule.clone();
@@ -467,7 +485,7 @@ impl Guard {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(program = %program, error = %e, "cannot start the approval command");
-                return Approved::No(format!("the approval command failed to start: {e}"));
+                return Approved::Unasked;
             }
         };
         let asked = async {
@@ -500,14 +518,21 @@ impl Guard {
                     Approved::No(reason)
                 }
             }
-            Ok((Err(e), _)) => Approved::No(format!("the approval command failed: {e}")),
+            Ok((Err(e), _)) => {
+                tracing::error!(program = %program, error = %e, "the approval command failed");
+                Approved::Unasked
+            }
         }
     }
 }
 
+/// What became of an approval request.
 enum Approved {
     Yes,
+    /// A human said no, with this reason.
     No(String),
     Expired,
     NoApprover,
+    /// The approval command could not be run (the operator's log says why).
+    Unasked,
 }

@@ -356,6 +356,9 @@ impl Session {
                     match self.guard.admit(&call).await {
                         Admission::Pass(p) => pass = Some(p),
                         Admission::Unknown => return unknown(),
+                        Admission::Invalid(why) => {
+                            return error(ErrorCode::InvalidParams, why.into());
+                        }
                         Admission::Refuse(refusal) => {
                             tracing::info!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, rule = %refusal.rule, "call refused");
                             self.metrics

@@ -111,6 +111,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Who shares the count, for messages: "per grant", ..., "for everyone".
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Scope::Grant => "per grant",
+            Scope::Session => "per session",
+            Scope::Server => "per server",
+            Scope::Global => "for everyone",
+        }
+    }
+
     /// The scope's name as written in policies.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -538,12 +548,12 @@ impl Policy {
                         decision.fired.push(Fired {
                             rule: limit.pointer.to_string(),
                             effect: format!(
-                                "takes {} of counter `{}` ({} per {} per {})",
+                                "takes {} of counter `{}` ({} per {} {})",
                                 req.amount,
                                 limit.counter,
                                 limit.max,
                                 window_name(&limit.window),
-                                limit.scope.as_str()
+                                limit.scope.phrase()
                             ),
                         });
                         push_counter(&mut decision.counters, req);
@@ -681,11 +691,11 @@ pub fn window_name(w: &Window) -> String {
 pub fn limit_message(req: &CounterRequest, reset_at_ms: u64, now_ms: u64) -> String {
     let secs = reset_at_ms.saturating_sub(now_ms).div_ceil(1000);
     format!(
-        "rate limit `{}` reached: at most {} per {} per {}; resets in {secs} s (at {})",
+        "rate limit `{}` reached: at most {} per {} {}; resets in {secs} s (at {})",
         req.counter,
         req.max,
         window_name(&req.window),
-        req.scope.as_str(),
+        req.scope.phrase(),
         utc_rfc3339(reset_at_ms.div_ceil(1000) * 1000),
     )
 }

@@ -119,25 +119,36 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints the explanation; a closed stdout (`| head`) ends the output quietly.
 fn print_out(out: &Value, as_json: bool) {
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    macro_rules! line {
+        ($($arg:tt)*) => {
+            let _ = writeln!(o, $($arg)*);
+        };
+    }
     if as_json {
-        println!("{out:#}");
+        line!("{out:#}");
+        let _ = std::io::stdout().write_all(o.as_bytes());
         return;
     }
     let s = |k: &str| out[k].as_str().unwrap_or_default().to_owned();
-    println!("decision: {}", s("decision"));
-    println!("rule:     {}", s("rule"));
+    line!("decision: {}", s("decision"));
+    line!("rule:     {}", s("rule"));
     if !s("message").is_empty() {
-        println!("message:  {}", s("message"));
+        line!("message:  {}", s("message"));
     }
     if out.get("policy").is_some() {
-        println!("policy:   {} ({})", s("policy"), s("policy_version"));
-        println!("call:     {}/{}", s("server"), s("tool"));
+        line!("policy:   {} ({})", s("policy"), s("policy_version"));
+        line!("call:     {}/{}", s("server"), s("tool"));
     }
     if let Some(fired) = out["fired"].as_array().filter(|f| !f.is_empty()) {
-        println!("rules that fired:");
+        line!("rules that fired:");
         for f in fired {
-            println!(
+            line!(
                 "  {}  {}",
                 f["rule"].as_str().unwrap_or_default(),
                 f["effect"].as_str().unwrap_or_default()
@@ -145,9 +156,9 @@ fn print_out(out: &Value, as_json: bool) {
         }
     }
     if let Some(counters) = out["counters"].as_array().filter(|c| !c.is_empty()) {
-        println!("counters ({}):", s("counter_store"));
+        line!("counters ({}):", s("counter_store"));
         for c in counters {
-            println!(
+            line!(
                 "  {} ({}): {} of {} used per {}; this call takes {}{}; window resets at {}",
                 c["counter"].as_str().unwrap_or_default(),
                 c["key"].as_str().unwrap_or_default(),
@@ -164,4 +175,5 @@ fn print_out(out: &Value, as_json: bool) {
             );
         }
     }
+    let _ = std::io::stdout().write_all(o.as_bytes());
 }
