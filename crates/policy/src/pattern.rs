@@ -41,7 +41,7 @@ pub struct Target<'a> {
     pub server: &'a str,
     /// The tool's name on its server.
     pub name: &'a str,
-    /// The name the client sees (`server__tool` when several servers are aggregated).
+    /// Its aggregated name, `server__tool`.
     pub exposed: &'a str,
     /// The catalog's category, when known.
     pub category: Option<&'a str>,

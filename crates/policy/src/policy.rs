@@ -182,7 +182,8 @@ pub struct Call<'a> {
     pub server: &'a str,
     /// The tool's name on its server.
     pub tool: &'a str,
-    /// The name the client used.
+    /// Its aggregated name, `server__tool`, whatever endpoint the client used: a rule keyed
+    /// by it binds the tool everywhere.
     pub exposed: &'a str,
     /// The catalog's category, when known.
     pub category: Option<&'a str>,
