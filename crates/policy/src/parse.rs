@@ -15,7 +15,7 @@ use crate::pattern::Pattern;
 use crate::policy::{
     Action, Approval, AuditSpec, Entry, Limit, Policy, Rules, Scope, Section, SectionRule,
 };
-use crate::predicate::{OPS, Op, Predicate, REGEX_MAX_LEN, REGEX_SIZE_LIMIT};
+use crate::predicate::{OPS, Op, Predicate, REGEX_MAX_LEN};
 use crate::window::{Window, parse_duration};
 
 const TOP_FIELDS: &[&str] = &[
@@ -505,11 +505,7 @@ impl Checker {
                     );
                     return None;
                 }
-                match regex::RegexBuilder::new(src)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                {
+                match crate::predicate::compile_regex(src) {
                     Ok(re) => Op::Regex(re),
                     Err(e) => {
                         self.error(&vp, format!("invalid regex: {e}"), None);

@@ -167,6 +167,17 @@ fn every_operator() {
             json!("/tmp/../etc"),
             false,
         ),
+        // Unanchored patterns match anywhere; Unicode classes and case folding work.
+        (
+            json!({"op": "regex", "value": "(?i)rm\\s+-rf"}),
+            json!("sudo RM  -rf /"),
+            true,
+        ),
+        (
+            json!({"op": "regex", "value": "^\\w+$"}),
+            json!("größe"),
+            true,
+        ),
         (
             json!({"op": "contains", "value": "secret"}),
             json!("my secret file"),
