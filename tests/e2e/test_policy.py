@@ -860,6 +860,9 @@ async def test_a_reloaded_policy_tells_open_sessions_that_their_tool_list_change
         bob_policy={"version": "1", "default": "deny", "tools": {"list_files": {}}},
         state='policy_reload_interval = "100ms"',
     )
+    # One upstream: its capabilities are passed on, but the gateway says it announces list changes.
+    init = RawMcp(gw.url, TOKEN).init_result
+    assert init["capabilities"]["tools"]["listChanged"] is True, init
     changed = {"alice": anyio.Event(), "bob": anyio.Event()}
 
     def handler(name: str):

@@ -174,7 +174,16 @@ impl Session {
             .map(|c| c.info());
         match single {
             Some(info) => {
-                result.set("capabilities", info.capabilities.to_raw());
+                // The server's own capabilities, except that the gateway itself announces list
+                // changes (an upstream restarting, a grant's policy reloaded), so it says so.
+                let mut capabilities = info.capabilities.clone();
+                for list in ["tools", "prompts", "resources"] {
+                    if let Some(mut cap) = capabilities.get_object(list) {
+                        cap.set_value("listChanged", &true);
+                        capabilities.set(list, cap.to_raw());
+                    }
+                }
+                result.set("capabilities", capabilities.to_raw());
                 if let Some(server_info) = &info.server_info {
                     result.set("serverInfo", server_info.clone());
                 }
