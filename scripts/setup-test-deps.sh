@@ -100,8 +100,10 @@ setup_node() {
 main() {
     setup_python
     setup_node
-    # Debian packages needed by the current fixtures: none yet. Later, e.g.:
-    # apt_install openssh-server redis-server postgresql chromium
+    # Debian packages needed by the current fixtures: a real OpenSSH server and client for
+    # ssh-mcp's end-to-end tests (tests/e2e/sshd.py), rsync for its copy tools.
+    apt_install openssh-server openssh-client rsync
+    # Later, e.g.: apt_install redis-server postgresql chromium
     log "done ($ROOT)"
 }
 
