@@ -42,8 +42,9 @@ pub enum Command {
     Simple(SimpleCommand),
     Compound(Compound, Vec<Redirect>),
     Function(FunctionDef),
-    /// bash `coproc`: the command runs in the background.
-    Coproc(Box<Command>),
+    /// bash `coproc [NAME]`: the command runs in the background; `NAME` (for a compound
+    /// command) is the array that receives its descriptors.
+    Coproc(Option<String>, Box<Command>),
 }
 
 /// Assignments, words and redirections, e.g. `X=1 ls -l >out`.

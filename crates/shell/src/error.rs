@@ -65,6 +65,10 @@ pub enum Unchecked {
         "`{0}` is evaluated as arithmetic after being set from text or input, which can run code"
     )]
     ArithmeticVariable(String),
+    #[error(
+        "`{0}` is evaluated as arithmetic, and its value could name a variable set here to text that runs code"
+    )]
+    ArithmeticOutsideVariable(String),
     #[error("`{0}` is not supported")]
     Unsupported(String),
     #[error("it nests more code (`eval`, `sh -c` ...) than can be checked")]

@@ -16,6 +16,15 @@
 //! among `find`'s arguments or a wrapper's options (it could be `-exec` or `-delete`), and
 //! values bash evaluates as arithmetic after they were set from text, input or a command's
 //! output (bash runs `$(...)` hidden in array subscripts: `x='a[$(id)]'; echo $((x))`).
+//! That includes variables the shell sets from text (`_`, `REPLY`, `OPTARG`,
+//! `BASH_REMATCH`, ...), indexes in array assignments (`a=([x]=1)`), and any variable whose
+//! value comes from outside once the command sets one to such text (`MACHTYPE` is
+//! `x86_64-pc-linux-gnu`, so `$((MACHTYPE))` evaluates a variable `pc`). Also denied: a
+//! backslash-newline that joins operator characters (bash removes it before reading tokens:
+//! `$\⏎(cmd)` is a command substitution, `<<\⏎-` is `<<-`), name references
+//! (`declare -n`), `set -k` and history expansion (`set -H`), which change how later text
+//! is read, an alias value ending in a backslash, and a `)` in a comment or here-document
+//! inside `$(...)` (bash before 4.0, still macOS's `/bin/bash`, ends the substitution there).
 //! The parser never panics.
 //!
 //! ```text
@@ -41,12 +50,20 @@
 //!   (`bash x.sh`, `echo rm x | sh`), `source`/`.`, and runners such as `parallel`, `at`,
 //!   `tmux`, `strace`, `nsenter`, other shell languages — is denied whenever the rule
 //!   restricts programs, unless `allow_programs` names it (which then allows anything).
-//! - **Interpreters** (`python`, `perl`, `ruby`, `node`, `awk`, `php`, `lua`, ...) and many
-//!   other programs can run arbitrary code (`awk 'BEGIN{system("rm x")}'`, `sed 's/x/y/e'`,
-//!   `tar --to-command`, `git -c core.pager=...`, `less` then `!`, `vim`, `make`). The rule
-//!   cannot see inside them. Operators must not put such programs in allow lists (see
-//!   GTFOBins); under allow lists they are denied unless listed, the safe default. Deny lists
-//!   do not stop them.
+//! - **Interpreters** (`python`, `perl`, `ruby`, `node`, `php`, `lua`, ...) and many other
+//!   programs can run arbitrary code (`less` then `!`, `vim`, `make`). The rule cannot see
+//!   inside them. Operators must not put such programs in allow lists (see GTFOBins); under
+//!   allow lists they are denied unless listed, the safe default. Deny lists do not stop
+//!   them.
+//! - **Options of ordinary programs** that operators tend to allow as harmless, but that run
+//!   commands, are checked like wrappers (what they run must be allowed too) or denied when
+//!   what they run cannot be seen: `sort --compress-program`, `tar --to-command`/
+//!   `--checkpoint-action`/`-I`, `git -c`/`grep -O`/`--upload-pack`, `man -P`, `ip netns
+//!   exec`, `scp`/`sftp -S`/`-o`, `rsync -e`, `tcpdump -z`, `wget --use-askpass`, `apt -o
+//!   ...Invoke`, `awk` (`system("...")` with a literal command is checked; pipes to or from
+//!   commands, `@` and program files are denied) and `sed` (`e command` is checked; `e`
+//!   alone and `s///e` are denied). For these, a word computed at run time where an option
+//!   could be is denied, and so are words appended by `xargs`.
 //! - **Redirection** (`deny_redirection`): descriptor duplication/closing (`2>&1`, `>&2`,
 //!   `<&-`) and `/dev/null`, `/dev/stdin`, `/dev/stdout`, `/dev/stderr` are allowed;
 //!   any other file, or a target computed at run time, is denied. Here-documents fall under
@@ -66,17 +83,19 @@
 //!   `read`, ...) are always allowed by allow lists (bare names only); `echo`, `printf`,
 //!   `kill` and the like are programs. `trap`, `mapfile -C`, `complete -C` code and
 //!   `compgen -W` word lists are checked; `${x@P}` (which runs code in the value of `x`)
-//!   cannot be checked. Setting `PATH`, `LD_*`, `BASH_ENV`, `PS4`, `PAGER`, `GIT_SSH_COMMAND` and
-//!   similar variables (or `hash -p`) is denied when the rule restricts programs: it changes
-//!   which program runs.
+//!   cannot be checked. Setting `PATH`, `LD_*`, `BASH_ENV`, `PS4`, `PAGER`, `GIT_SSH_COMMAND`,
+//!   `SHELL`, `BASH_CMDS`, `BASH_ALIASES` and similar variables (or `hash -p`, `unset PATH`)
+//!   is denied when the rule restricts programs: it changes which program runs. This covers
+//!   every way bash sets a variable (`read`, `printf -v`, `for`, `{NAME}>file`,
+//!   `((NAME = 1))`, `coproc NAME`, ...).
 //! - A NUL character is denied (a C string would be cut there).
 //!
 //! # Not covered
 //!
 //! Commands that container and cluster CLIs run elsewhere (`docker exec`, `kubectl exec`),
 //! code a program reads from files at run time (`./deploy.sh`, a Makefile, `~/.bashrc`
-//! changed by an earlier call), programs with command-running options beyond the wrappers
-//! above, and shells whose grammar differs from POSIX/bash in ways not listed here (zsh glob
+//! changed by an earlier call, a repository's `.git/config` with `core.fsmonitor`,
+//! `~/.ssh/config`), programs with command-running options beyond the ones above, and shells whose grammar differs from POSIX/bash in ways not listed here (zsh glob
 //! qualifiers and `${(e)...}` do not parse, so they are denied; zsh `=cmd` is resolved).
 #![forbid(unsafe_code)]
 

@@ -112,7 +112,7 @@ impl Parser<'_> {
                 '\\' => {
                     match self.peek_at(1) {
                         None => parts.lit('\\'),
-                        Some('\n') => {}
+                        Some('\n') => self.continuation(false),
                         Some(next) => parts.push(WordPart::Quoted(next.to_string())),
                     }
                     self.pos += 2;
@@ -178,7 +178,10 @@ impl Parser<'_> {
                     break;
                 }
                 '\\' => match self.peek_at(1) {
-                    Some('\n') => self.pos += 2,
+                    Some('\n') => {
+                        self.continuation(false);
+                        self.pos += 2;
+                    }
                     Some(n) if matches!(n, '$' | '`' | '\\') || (n == '"' && mode == Mode::Dq) => {
                         parts.lit(n);
                         self.pos += 2;
@@ -260,7 +263,10 @@ impl Parser<'_> {
     /// The script of `$(...)`, `<(...)` or `>(...)`, after the opening parenthesis.
     pub(crate) fn substitution_body(&mut self) -> R<Script> {
         let pending = self.pending_count();
-        let script = self.list(&[")"])?;
+        self.in_substitution += 1;
+        let script = self.list(&[")"]);
+        self.in_substitution -= 1;
+        let script = script?;
         if self.peek() != Some(')') {
             return Err(if self.pos >= self.s.len() {
                 ParseError::UnterminatedSubstitution
@@ -493,33 +499,29 @@ impl Parser<'_> {
         Ok(param)
     }
 
-    /// The word after a `${name op` up to the matching `}`. Inside double quotes, single
-    /// quotes here are plain characters in bash, so they are read as such: text between them
-    /// is still searched for substitutions.
+    /// The word after a `${name op` up to the closing `}`. As in bash, a plain `{` does not
+    /// nest (`${x:-{a}b}` ends at the first `}`); a nested `${...}` does.
+    ///
+    /// Inside double quotes, bash skips over `'...'` when it looks for the closing `}` but then
+    /// expands what is between the quotes like the rest of the word (`$(...)` in it runs). Such
+    /// text is accepted only when it holds nothing either reading would treat specially; `$'...'`
+    /// is decoded there as bash 5 does, when it holds nothing special either.
     fn param_word(&mut self, in_dq: bool) -> R<Word> {
         let mut parts = Parts::default();
-        let mut braces = 0usize;
         loop {
             let Some(c) = self.peek() else {
                 return Err(ParseError::UnterminatedParameter);
             };
             match c {
-                '}' if braces == 0 => {
+                '}' => {
                     self.pos += 1;
                     break;
                 }
-                '}' => {
-                    braces -= 1;
-                    parts.lit(c);
-                    self.pos += 1;
-                }
-                '{' => {
-                    braces += 1;
-                    parts.lit(c);
-                    self.pos += 1;
-                }
                 '\\' if in_dq => match self.peek_at(1) {
-                    Some('\n') => self.pos += 2,
+                    Some('\n') => {
+                        self.continuation(false);
+                        self.pos += 2;
+                    }
                     Some(n) if matches!(n, '$' | '`' | '\\' | '"' | '}') => {
                         parts.lit(n);
                         self.pos += 2;
@@ -532,13 +534,26 @@ impl Parser<'_> {
                 '\\' => {
                     match self.peek_at(1) {
                         None => parts.lit('\\'),
-                        Some('\n') => {}
+                        Some('\n') => self.continuation(false),
                         Some(n) => parts.push(WordPart::Quoted(n.to_string())),
                     }
                     self.pos += 2;
                 }
-                '\'' if !in_dq => {
+                '\'' if in_dq => {
+                    let text = self.plain_quoted_in_dq(self.pos + 1)?;
+                    parts.lit('\'');
+                    text.chars().for_each(|c| parts.lit(c));
+                    parts.lit('\'');
+                    self.pos += text.chars().count() + 2;
+                }
+                '\'' => {
                     let text = self.single_quoted()?;
+                    parts.push(WordPart::Quoted(text));
+                }
+                '$' if in_dq && self.peek_at(1) == Some('\'') => {
+                    self.ansi_c_in_dq(self.pos + 2)?;
+                    self.pos += 2;
+                    let text = self.ansi_c()?;
                     parts.push(WordPart::Quoted(text));
                 }
                 '"' => {
@@ -558,6 +573,46 @@ impl Parser<'_> {
         Ok(Word {
             parts: parts.finish(),
         })
+    }
+
+    /// The text from `start` to the next `'`, for quotes inside `"${...}"`, if it holds
+    /// nothing that bash's two readings of such quotes (skipped while finding the `}`, then
+    /// expanded) could disagree on.
+    fn plain_quoted_in_dq(&self, start: usize) -> R<String> {
+        let Some(len) = self
+            .s
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&c| c == '\''))
+        else {
+            return Err(ParseError::UnterminatedSingleQuote);
+        };
+        let text: String = self.s[start..start + len].iter().collect();
+        if text.contains(['$', '`', '\\', '"', '{', '}']) {
+            return Err(ParseError::Unsupported(
+                "this quoting inside `${...}` inside double quotes",
+            ));
+        }
+        Ok(text)
+    }
+
+    /// Checks the `$'...'` starting at `start` (after its quote) inside `"${...}"`: bash 5
+    /// decodes it, but older versions read it as `$` and plain quotes, so it must hold nothing
+    /// that would matter there.
+    fn ansi_c_in_dq(&self, start: usize) -> R<()> {
+        let mut i = start;
+        loop {
+            match self.s.get(i) {
+                None => return Err(ParseError::UnterminatedSingleQuote),
+                Some('\'') => return Ok(()),
+                Some('\\') if self.s.get(i + 1) == Some(&'\'') => break,
+                Some('\\') => i += 2,
+                Some('$' | '`' | '"' | '{' | '}') => break,
+                Some(_) => i += 1,
+            }
+        }
+        Err(ParseError::Unsupported(
+            "this quoting inside `${...}` inside double quotes",
+        ))
     }
 
     /// Arithmetic text up to `close` (at parenthesis and bracket level 0), or to the end of
@@ -601,6 +656,7 @@ impl Parser<'_> {
                 }
                 '\'' => return Err(ParseError::Unsupported("a single quote inside arithmetic")),
                 '\\' if self.peek_at(1) == Some('\n') => {
+                    self.continuation(false);
                     self.pos += 2;
                     continue;
                 }

@@ -1,7 +1,7 @@
 //! What shell builtins do to variables (`read`, `declare`, `printf -v`, ...), and where they
 //! evaluate arithmetic (`let`, `declare -i`, subscripts of names) or code (`mapfile -C`).
 
-use super::{Checker, Finding, is_integer};
+use super::{Checker, Finding, Value, text_value};
 use crate::error::Unchecked;
 use crate::wrappers::Arg;
 
@@ -13,6 +13,12 @@ impl Checker {
         match name {
             "declare" | "typeset" | "local" | "export" | "readonly" => {
                 if has('f') || has('F') {
+                    return;
+                }
+                if name != "export" && has('n') {
+                    // A name reference can be pointed at any variable later (`declare -n r;
+                    // r=PATH`, `for r in PATH`), so assignments through it cannot be followed.
+                    self.unchecked(Unchecked::Unsupported(format!("{name} -n")));
                     return;
                 }
                 for a in operands {
@@ -53,30 +59,34 @@ impl Checker {
                     self.assign_name(a);
                 }
             }
-            "mapfile" | "readarray" => {
-                let mut i = 0;
-                while i < args.len() {
-                    let Some(t) = args[i].text.as_deref() else {
-                        break;
-                    };
-                    if !(t.len() > 1 && t.starts_with('-')) {
-                        break;
-                    }
-                    if t == "-C" {
-                        match args.get(i + 1).map(|a| a.text.clone()) {
-                            Some(Some(code)) => self.code(&code, true),
-                            _ => self.unchecked(Unchecked::DynamicCode(format!("{name} -C"))),
+            "mapfile" | "readarray" => match getopt(args, "dnOsuCc") {
+                None => self.unchecked(Unchecked::DynamicArgument(name.to_string())),
+                Some((opts, rest)) => {
+                    for (c, value) in opts {
+                        if c != 'C' {
+                            continue;
+                        }
+                        match value {
+                            Some(code) => self.code(&code, true),
+                            None => self.unchecked(Unchecked::DynamicCode(format!("{name} -C"))),
                         }
                     }
-                    if t.len() == 2 && "dnOsuCc".contains(&t[1..]) {
-                        i += 1;
+                    for a in args.get(rest..).unwrap_or_default() {
+                        self.assign_name(a);
                     }
-                    i += 1;
                 }
-                for a in args.get(i..).unwrap_or_default() {
-                    self.assign_name(a);
+            },
+            "set" => self.set_options(args),
+            "shopt" => match getopt(args, "") {
+                None => self.unchecked(Unchecked::DynamicArgument(name.to_string())),
+                Some((opts, rest)) => {
+                    if opts.iter().any(|(c, _)| *c == 'o') {
+                        for a in args.get(rest..).unwrap_or_default() {
+                            self.shell_option(a.text.as_deref());
+                        }
+                    }
                 }
-            }
+            },
             "printf" => {
                 if let Some(first) = args.first().and_then(|a| a.text.as_deref()) {
                     if first == "-v" {
@@ -102,7 +112,15 @@ impl Checker {
             }
             "unset" => {
                 for a in operands {
-                    self.name_arg(a);
+                    // Without `PATH`, bash looks programs up in the current directory.
+                    if !has('f')
+                        && self
+                            .name_arg(a)
+                            .is_none_or(|n| matches!(n.as_str(), "PATH" | "path"))
+                    {
+                        self.findings
+                            .push(Finding::Rebinding("unsetting `PATH`".into(), self.origin));
+                    }
                 }
             }
             "test" | "[" => {
@@ -135,6 +153,61 @@ impl Checker {
         }
     }
 
+    /// `set`: options that change how later text is read or what a command's words mean.
+    fn set_options(&mut self, args: &[Arg]) {
+        let mut i = 0;
+        while let Some(a) = args.get(i) {
+            let Some(t) = a.text.as_deref() else {
+                // `set $x` sets options if `$x` starts with `-`.
+                self.unchecked(Unchecked::DynamicArgument("set".into()));
+                return;
+            };
+            if t == "--" || t == "-" || !(t.starts_with('-') || t.starts_with('+')) {
+                return;
+            }
+            let enable = t.starts_with('-');
+            for (j, c) in t[1..].char_indices() {
+                match c {
+                    'o' => {
+                        let attached = &t[1 + j + 1..];
+                        let value = if attached.is_empty() {
+                            i += 1;
+                            match args.get(i) {
+                                Some(a) => a.text.as_deref(),
+                                None => return,
+                            }
+                        } else {
+                            Some(attached)
+                        };
+                        if enable {
+                            self.shell_option(value);
+                        }
+                        break;
+                    }
+                    'k' | 'H' if enable => {
+                        self.shell_option(Some(if c == 'k' { "keyword" } else { "histexpand" }))
+                    }
+                    _ => {}
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// A `set -o` option being turned on.
+    fn shell_option(&mut self, option: Option<&str>) {
+        match option {
+            // `keyword` (`set -k`) makes `NAME=value` words anywhere in a command assignments
+            // (`bash -c ls BASH_ENV=/tmp/x`); history expansion rewrites later lines from
+            // earlier ones (`!!:s/x/;/`).
+            Some("keyword" | "histexpand" | "history") => self.unchecked(Unchecked::Unsupported(
+                format!("set -o {}", option.unwrap_or_default()),
+            )),
+            Some(_) => {}
+            None => self.unchecked(Unchecked::DynamicArgument("set -o".into())),
+        }
+    }
+
     /// One operand of `declare`/`local`/`export`/...: `NAME`, `NAME=value`, `NAME[i]=value`.
     fn declaration(&mut self, builtin: &str, arg: &Arg, integer: bool, nameref: bool) {
         let Some(text) = &arg.text else {
@@ -143,7 +216,12 @@ impl Checker {
                 return;
             };
             if let Some(name) = self.name_arg(&Arg::lit(lhs.trim_end_matches('+'))) {
-                self.assigned(&name, false);
+                let value = if arg.array_text {
+                    Value::Text
+                } else {
+                    Value::Code
+                };
+                self.assigned(&name, value);
                 if integer || nameref {
                     self.arith_ref(&name);
                 }
@@ -172,13 +250,55 @@ impl Checker {
             }
         }
         if let Some(v) = value {
-            self.assigned(&name, is_integer(v) && !nameref);
+            let value = match text_value(v) {
+                Value::Number if nameref || text.contains("+=") => Value::Text,
+                value => value,
+            };
+            self.assigned(&name, value);
             if nameref && let Some(target) = self.name_arg(&Arg::lit(v)) {
                 // Assignments through the reference land in the target.
-                self.assigned(&target, false);
+                self.assigned(&target, Value::Code);
             }
         }
     }
+}
+
+/// Option letters with their values (`None` for a flag, or a value computed at run time).
+type Options = Vec<(char, Option<String>)>;
+
+/// Options as bash builtins read them: clusters of single letters, each letter in
+/// `with_arg` taking the rest of its word or the next word as its value, `--` ending them.
+/// Returns each option with its value (`None` when computed at run time) and where the
+/// operands start; `None` when a word where an option could be is computed at run time.
+fn getopt(args: &[Arg], with_arg: &str) -> Option<(Options, usize)> {
+    let mut opts = Vec::new();
+    let mut i = 0;
+    while let Some(a) = args.get(i) {
+        let t = a.text.as_deref()?;
+        if t == "--" {
+            return Some((opts, i + 1));
+        }
+        if !(t.len() > 1 && t.starts_with('-')) {
+            break;
+        }
+        for (j, c) in t[1..].char_indices() {
+            if !with_arg.contains(c) {
+                opts.push((c, None));
+                continue;
+            }
+            let attached = &t[1 + j + c.len_utf8()..];
+            let value = if attached.is_empty() {
+                i += 1;
+                args.get(i).and_then(|a| a.text.clone())
+            } else {
+                Some(attached.to_string())
+            };
+            opts.push((c, value));
+            break;
+        }
+        i += 1;
+    }
+    Some((opts, i))
 }
 
 /// Leading `-x`/`+x` option words and the operands after them.

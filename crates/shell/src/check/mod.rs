@@ -116,6 +116,9 @@ struct Context {
     /// Something here can remove or shadow functions (`unset`, `source`, `alias`): calls are
     /// then checked as programs.
     shaken: bool,
+    /// Variables that hold a number here for sure: set to one by a top-level command that
+    /// always runs (`i=0`), or the variable of a `for` loop over numbers, inside the loop.
+    numbers: HashSet<String>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -139,7 +142,14 @@ struct Checker {
     depth: usize,
     contexts: Vec<Context>,
     arith_refs: BTreeMap<String, usize>,
+    /// Variables evaluated as arithmetic whose value may come from outside the command (the
+    /// environment, the shell): such a value can name a variable set here (`MACHTYPE` is
+    /// `x86_64-pc-linux-gnu`, so `$((MACHTYPE))` evaluates `pc`).
+    outside_refs: BTreeMap<String, usize>,
+    /// Variables set to anything but a number.
     tainted: BTreeSet<String>,
+    /// Variables set to text that could run code when evaluated as arithmetic.
+    code_values: BTreeSet<String>,
     /// Bytes of code parsed out of strings so far (`eval`, `sh -c`, ...): nesting must not
     /// turn one input into unbounded work.
     reparsed: usize,
@@ -238,6 +248,73 @@ fn is_numeric(word: &Word) -> bool {
     }
 }
 
+/// What a variable is set to, as far as arithmetic is concerned: bash evaluates the value of
+/// a variable used in arithmetic as an expression, and expands `$(...)` in array subscripts
+/// there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Value {
+    Number,
+    /// Known text with no `$`, backquote or name of a variable the shell sets from text:
+    /// evaluated, it can only reach other variables.
+    Text,
+    /// Text that could run code when evaluated: unknown (input, output, expansions, globs)
+    /// or holding `$`, backquotes or such names.
+    Code,
+}
+
+pub(crate) fn text_value(text: &str) -> Value {
+    if is_integer(text) {
+        Value::Number
+    } else if text.contains(['$', '`'])
+        || identifiers(text)
+            .iter()
+            .any(|n| SHELL_TEXT.contains(&n.as_str()))
+    {
+        Value::Code
+    } else {
+        Value::Text
+    }
+}
+
+/// The value of an assignment's word (no globbing there, but arrays are globbed).
+fn word_value(word: &Word) -> Value {
+    if is_numeric(word) {
+        return Value::Number;
+    }
+    if let [WordPart::Array(elements)] = word.parts.as_slice() {
+        return array_value(elements);
+    }
+    static_word(word).map_or(Value::Code, |t| text_value(&t))
+}
+
+fn array_value(elements: &[Word]) -> Value {
+    // `[key]=value` elements are not globbed; others are.
+    let text = |w: &Word| match w.parts.first() {
+        Some(WordPart::Literal(t)) if t.starts_with('[') && w.parts.iter().all(is_plain) => {
+            let text = static_prefix(w);
+            text.contains("]=").then_some(text)
+        }
+        _ => static_word(w),
+    };
+    if elements
+        .iter()
+        .all(|w| text(w).is_some_and(|t| text_value(&t) != Value::Code))
+    {
+        Value::Text
+    } else {
+        Value::Code
+    }
+}
+
+/// A part with no expansion in it.
+fn is_plain(part: &WordPart) -> bool {
+    match part {
+        WordPart::Literal(_) | WordPart::Quoted(_) => true,
+        WordPart::DoubleQuoted(inner) => inner.iter().all(is_plain),
+        _ => false,
+    }
+}
+
 /// Variables that decide which program runs, or that programs read code from.
 fn is_rebinding(name: &str) -> bool {
     const NAMES: &[&str] = &[
@@ -288,12 +365,112 @@ fn is_rebinding(name: &str) -> bool {
         "LESSOPEN",
         "LESSCLOSE",
         "BROWSER",
+        // bash: the command hash table and the aliases, as arrays.
+        "BASH_CMDS",
+        "BASH_ALIASES",
+        "EXECIGNORE",
+        // zsh: the same through its special arrays.
+        "commands",
+        "functions",
+        "aliases",
+        "galiases",
+        "saliases",
+        "dis_functions",
+        "dis_aliases",
+        "dis_galiases",
+        "dis_saliases",
+        // `$"..."` is translated, and the translation is expanded like `"..."`.
+        "TEXTDOMAIN",
+        "TEXTDOMAINDIR",
+        // Programs run `$SHELL -c ...` (`flock -c`, ssh's `ProxyCommand`, `script`).
+        "SHELL",
+        "FCEDIT",
+        "MANOPT",
+        "SYSTEMD_LESS",
+        "TAR_OPTIONS",
+        "ZIPOPT",
+        "RSYNC_RSH",
+        "RSYNC_CONNECT_PROG",
+        "CVS_RSH",
+        "GIT_EXEC_PATH",
+        "GIT_TEMPLATE_DIR",
+        "GIT_PROXY_COMMAND",
+        "GIT_SEQUENCE_EDITOR",
+        "GIT_ALLOW_PROTOCOL",
+        "WGETRC",
+        "PERL5DB",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "GCONV_PATH",
+        "OPENSSL_CONF",
     ];
     NAMES.contains(&name)
-        || ["LD_", "DYLD_", "BASH_FUNC_", "GIT_CONFIG"]
-            .iter()
-            .any(|p| name.starts_with(p))
+        || [
+            "LD_",
+            "DYLD_",
+            "BASH_FUNC_",
+            "GIT_CONFIG",
+            "LUA_INIT",
+            "LUA_PATH",
+            "LUA_CPATH",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
+
+/// Variables the shell sets from text a command controls: never safe to evaluate as
+/// arithmetic (`read <<< 'a[$(id)]'; echo $((REPLY))`).
+const SHELL_TEXT: &[&str] = &[
+    "_",
+    "REPLY",
+    "OPTARG",
+    "MAPFILE",
+    "BASH_REMATCH",
+    "BASH_COMMAND",
+    "BASH_EXECUTION_STRING",
+    "BASH_ARGV",
+    "BASH_ARGV0",
+    "BASH_SOURCE",
+    "FUNCNAME",
+    "BASH_ALIASES",
+    "BASH_CMDS",
+    "COMP_WORDS",
+    "COMP_LINE",
+    "COMP_WORDBREAKS",
+    "READLINE_LINE",
+    "DIRSTACK",
+    "PWD",
+    "OLDPWD",
+];
+
+/// Variables the shell keeps as numbers.
+const SHELL_NUMBERS: &[&str] = &[
+    "RANDOM",
+    "SRANDOM",
+    "LINENO",
+    "SECONDS",
+    "EPOCHSECONDS",
+    "EPOCHREALTIME",
+    "BASHPID",
+    "PPID",
+    "UID",
+    "EUID",
+    "OPTIND",
+    "OPTERR",
+    "COLUMNS",
+    "LINES",
+    "HISTCMD",
+    "HISTSIZE",
+    "HISTFILESIZE",
+    "SHLVL",
+    "BASH_SUBSHELL",
+    "PIPESTATUS",
+    "GROUPS",
+    "BASH_LINENO",
+    "BASH_ARGC",
+    "TMOUT",
+];
 
 /// Variable names in arithmetic text (`16#ff` and `0x1f` are numbers, not names).
 fn identifiers(text: &str) -> Vec<String> {
@@ -324,6 +501,10 @@ impl Arg {
             prefix: static_prefix(word),
             ..Arg::default()
         };
+        if let Some(WordPart::Array(elements)) = word.parts.last() {
+            arg.array_text = array_value(elements) == Value::Text;
+        }
+        arg.plain = word.parts.iter().all(is_plain);
         fn walk(parts: &[WordPart], arg: &mut Arg) {
             for part in parts {
                 match part {
@@ -347,6 +528,16 @@ impl Checker {
                     Unchecked::ArithmeticVariable(name),
                     origin,
                 ));
+            }
+        }
+        if !self.code_values.is_empty() {
+            for (name, origin) in std::mem::take(&mut self.outside_refs) {
+                if !self.tainted.contains(&name) {
+                    self.findings.push(Finding::Unchecked(
+                        Unchecked::ArithmeticOutsideVariable(name),
+                        origin,
+                    ));
+                }
             }
         }
         let mut offsets = std::mem::take(&mut self.offsets);
@@ -405,26 +596,37 @@ impl Checker {
         self.findings.push(Finding::Feature(feature));
     }
 
+    /// Records a program that runs. `appended`: words from input are added to its arguments
+    /// (`xargs`); they count as one word computed at run time, which deny entries like
+    /// `git push` match (`echo push | xargs git`).
     fn invocation(
         &mut self,
         program: &str,
         name: &str,
         args: &[Arg],
         kind: InvocationKind,
+        appended: bool,
     ) -> usize {
+        let mut words: Vec<Option<String>> = args.iter().map(|a| a.text.clone()).collect();
+        if appended {
+            words.push(None);
+        }
         self.findings.push(Finding::Invocation(Invocation {
             program: program.to_string(),
             name: name.to_string(),
-            args: args.iter().map(|a| a.text.clone()).collect(),
+            args: words,
             kind,
             command: self.origin,
         }));
         self.findings.len() - 1
     }
 
-    fn assigned(&mut self, name: &str, integer: bool) {
-        if !integer {
+    fn assigned(&mut self, name: &str, value: Value) {
+        if value != Value::Number {
             self.tainted.insert(name.to_string());
+        }
+        if value == Value::Code {
+            self.code_values.insert(name.to_string());
         }
         if is_rebinding(name) {
             self.findings
@@ -441,8 +643,23 @@ impl Checker {
         if matches!(name, "#" | "?" | "$" | "!" | "-") {
             return;
         }
+        if SHELL_TEXT.contains(&name) {
+            // Set by the shell from text the command controls (`: 'a[$(id)]'; $((_))`).
+            self.unchecked(Unchecked::ArithmeticVariable(name.to_string()));
+            return;
+        }
+        if is_rebinding(name) {
+            // Arithmetic can assign too: `((BASH_ENV = 7))`.
+            self.findings.push(Finding::Rebinding(
+                format!("`{name}` in arithmetic"),
+                self.origin,
+            ));
+        }
         let origin = self.origin;
         self.arith_refs.entry(name.to_string()).or_insert(origin);
+        if !SHELL_NUMBERS.contains(&name) && !self.ctx().numbers.contains(name) {
+            self.outside_refs.entry(name.to_string()).or_insert(origin);
+        }
     }
 
     // ---- the tree ----
@@ -470,6 +687,19 @@ impl Checker {
             for (_, p) in &ao.rest {
                 self.pipeline(p);
             }
+            if top
+                && !item.background
+                && ao.rest.is_empty()
+                && !ao.first.negated
+                && let [Command::Simple(sc)] = ao.first.commands.as_slice()
+                && sc.words.is_empty()
+            {
+                for a in &sc.assignments {
+                    if !a.append && a.subscript.is_none() && is_numeric(&a.value) {
+                        self.ctx().numbers.insert(a.name.clone());
+                    }
+                }
+            }
         }
         self.depth -= 1;
     }
@@ -490,8 +720,10 @@ impl Checker {
                 }
             }
             Command::Function(def) => self.command(&def.body),
-            Command::Coproc(inner) => {
+            Command::Coproc(name, inner) => {
                 self.feature(Feature::Background);
+                // `coproc NAME { ...; }` sets the array `NAME` to descriptor numbers.
+                self.assigned(name.as_deref().unwrap_or("COPROC"), Value::Number);
                 self.command(inner);
             }
         }
@@ -516,11 +748,22 @@ impl Checker {
                 var, words, body, ..
             } => {
                 let numeric = words.as_ref().is_some_and(|w| w.iter().all(is_numeric));
-                self.assigned(var, numeric);
+                let value = match words {
+                    _ if numeric => Value::Number,
+                    Some(words) if words.iter().all(|w| word_value(w) != Value::Code) => {
+                        Value::Text
+                    }
+                    _ => Value::Code,
+                };
+                self.assigned(var, value);
                 for w in words.iter().flatten() {
                     self.word(w);
                 }
+                let added = numeric && self.ctx().numbers.insert(var.clone());
                 self.script(body, false);
+                if added {
+                    self.ctx().numbers.remove(var);
+                }
             }
             Compound::ArithFor { header, body } => {
                 self.arith(header);
@@ -579,7 +822,11 @@ impl Checker {
                 self.arith(sub);
             }
             self.word(&a.value);
-            self.assigned(&a.name, !a.append && is_numeric(&a.value));
+            let value = match word_value(&a.value) {
+                Value::Number if a.append => Value::Text,
+                value => value,
+            };
+            self.assigned(&a.name, value);
         }
         for r in &sc.redirects {
             self.redirect(r);
@@ -604,6 +851,12 @@ impl Checker {
     }
 
     fn redirect(&mut self, r: &Redirect) {
+        if let Some(fd) = &r.fd
+            && !fd.chars().all(|c| c.is_ascii_digit())
+        {
+            // `{NAME}>file` sets `NAME` to the descriptor's number.
+            self.assigned(fd, Value::Number);
+        }
         let word = match &r.target {
             RedirTarget::HereDoc(doc) => {
                 self.feature(Feature::Heredoc);
@@ -651,18 +904,66 @@ impl Checker {
             match part {
                 WordPart::Literal(_) | WordPart::Quoted(_) => {}
                 WordPart::DoubleQuoted(inner) => self.parts(inner),
-                WordPart::Param(p) => self.param(p),
+                WordPart::Param(p) => self.param(p, false),
                 WordPart::CommandSub(s) | WordPart::ProcessSub { script: s, .. } => {
                     self.feature(Feature::Substitution);
                     self.script(s, false);
                 }
                 WordPart::Arith(a) => self.arith(a),
-                WordPart::Array(words) => words.iter().for_each(|w| self.word(w)),
+                WordPart::Array(words) => words.iter().for_each(|w| self.array_element(w)),
             }
         }
     }
 
-    fn param(&mut self, p: &Param) {
+    /// An element of `(a b c)` in an array assignment. `[sub]=value` gives the index, which
+    /// bash evaluates as arithmetic for indexed arrays, after expanding it
+    /// (`x='b[$(id)]'; a=([x]=1)` runs `id`).
+    fn array_element(&mut self, word: &Word) {
+        let Some(WordPart::Literal(first)) = word.parts.first() else {
+            self.word(word);
+            return;
+        };
+        if !first.starts_with('[') {
+            self.word(word);
+            return;
+        }
+        let mut subscript = Vec::new();
+        let mut value = Vec::new();
+        let mut found = false;
+        for (i, part) in word.parts.iter().enumerate() {
+            let text = match part {
+                WordPart::Literal(t) if !found => t,
+                _ => {
+                    if found {
+                        value.push(part.clone());
+                    } else {
+                        subscript.push(part.clone());
+                    }
+                    continue;
+                }
+            };
+            let text = if i == 0 { &text[1..] } else { text.as_str() };
+            match text.find("]=").or_else(|| text.find("]+=")) {
+                Some(end) => {
+                    found = true;
+                    subscript.push(WordPart::Literal(text[..end].to_string()));
+                    let rest = text[end + 1..].trim_start_matches('+');
+                    value.push(WordPart::Literal(rest[1..].to_string()));
+                }
+                None => subscript.push(WordPart::Literal(text.to_string())),
+            }
+        }
+        if !found {
+            self.word(word);
+            return;
+        }
+        self.arith_word(&Word { parts: subscript });
+        self.word(&Word { parts: value });
+    }
+
+    /// `arith`: the expansion is part of arithmetic, so text it substitutes (a default, a
+    /// replacement) is evaluated there too (`$((${x:-pc}))` evaluates the variable `pc`).
+    fn param(&mut self, p: &Param, arith: bool) {
         if p.indirect && !matches!(p.op.as_deref(), Some("*" | "@")) {
             // `${!x}` expands the variable the value of `x` names, subscripts included.
             self.arith_ref(&p.name);
@@ -679,10 +980,10 @@ impl Checker {
             self.unchecked(Unchecked::DynamicCode(format!("${{{}@P}}", p.name)));
         }
         if matches!(p.op.as_deref(), Some("=" | ":=")) {
-            self.assigned(&p.name, p.arg.as_ref().is_some_and(is_numeric));
+            self.assigned(&p.name, p.arg.as_ref().map_or(Value::Text, word_value));
         }
         if let Some(arg) = &p.arg {
-            if p.op.as_deref() == Some(":") {
+            if arith || p.op.as_deref() == Some(":") {
                 self.arith_word(arg);
             } else {
                 self.word(arg);
@@ -711,7 +1012,7 @@ impl Checker {
                 WordPart::DoubleQuoted(inner) => self.arith_parts(inner, data),
                 WordPart::Param(p) => {
                     self.arith_ref(&p.name);
-                    self.param(p);
+                    self.param(p, true);
                 }
                 WordPart::CommandSub(s) | WordPart::ProcessSub { script: s, .. } => {
                     self.feature(Feature::Substitution);
@@ -719,7 +1020,7 @@ impl Checker {
                     self.unchecked(Unchecked::ArithmeticOutput);
                 }
                 WordPart::Arith(a) => self.arith(a),
-                WordPart::Array(words) => words.iter().for_each(|w| self.arith_word(w)),
+                WordPart::Array(words) => words.iter().for_each(|w| self.array_element(w)),
             }
         }
     }
@@ -753,6 +1054,18 @@ impl Checker {
     /// A variable name given to a builtin (`read NAME`, `unset NAME`): a subscript in it is
     /// arithmetic. Returns the name without its subscript, if known.
     fn name_arg(&mut self, arg: &Arg) -> Option<String> {
+        if arg.text.is_none() && arg.plain {
+            // Only globbing or brace expansion makes it dynamic (`unset c[x]`, `[[ -v c[x] ]]`):
+            // bash uses the text as written when no file matches, and a `*` or `?` could
+            // match any file name.
+            if arg.prefix.contains(['*', '?']) {
+                self.unchecked(Unchecked::Unsupported(format!(
+                    "{} as a variable name",
+                    crate::error::snippet(&arg.prefix, 24)
+                )));
+            }
+            return self.name_arg(&Arg::lit(&arg.prefix));
+        }
         let Some(text) = &arg.text else {
             for p in &arg.params {
                 self.arith_ref(p);
@@ -774,7 +1087,7 @@ impl Checker {
 
     fn assign_name(&mut self, arg: &Arg) {
         if let Some(name) = self.name_arg(arg) {
-            self.assigned(&name, false);
+            self.assigned(&name, Value::Code);
         }
     }
 
@@ -805,7 +1118,7 @@ impl Checker {
             return;
         }
         if how.direct && bare && self.ctx().functions.contains(&name) {
-            let index = self.invocation(&program, &name, args, InvocationKind::Function);
+            let index = self.invocation(&program, &name, args, InvocationKind::Function, false);
             self.ctx().calls.push(index);
             return;
         }
@@ -834,7 +1147,7 @@ impl Checker {
                 } else {
                     InvocationKind::Program
                 };
-                self.invocation(&program, &name, args, kind);
+                self.invocation(&program, &name, args, kind, how.appended);
                 if bare {
                     self.builtin_effects(&name, args);
                 }
@@ -843,7 +1156,7 @@ impl Checker {
     }
 
     fn apply(&mut self, program: &str, name: &str, args: &[Arg], step: Step, how: How) {
-        self.invocation(program, name, args, step.kind);
+        self.invocation(program, name, args, step.kind, how.appended);
         if let Some(problem) = step.problem {
             self.unchecked(problem);
         }
@@ -868,10 +1181,10 @@ impl Checker {
                     Err(e) => self.unchecked(e.into()),
                 },
                 Next::Implied { program, name } => {
-                    self.invocation(program, name, &[], InvocationKind::Program);
+                    self.invocation(program, name, &[], InvocationKind::Program, false);
                 }
                 Next::Assign { name, value } => {
-                    self.assigned(&name, value.as_deref().is_some_and(is_integer));
+                    self.assigned(&name, value.as_deref().map_or(Value::Code, text_value));
                 }
             }
         }

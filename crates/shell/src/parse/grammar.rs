@@ -90,6 +90,12 @@ impl Parser<'_> {
             let before = self.pos;
             if self.eat_reserved("time") {
                 self.skip_blanks();
+                let (next, joined) = self.logical_word(self.pos);
+                if joined && next.starts_with('-') {
+                    return Err(ParseError::Unsupported(
+                        "a line continuation inside an option of `time`",
+                    ));
+                }
                 while matches!(self.peek_plain().as_deref(), Some("-p")) {
                     self.pos += 2;
                     self.skip_blanks();
@@ -427,22 +433,24 @@ impl Parser<'_> {
         self.skip_blanks();
         if let Some(compound) = self.compound()? {
             let redirects = self.redirects()?;
-            return Ok(Command::Coproc(Box::new(Command::Compound(
-                compound, redirects,
-            ))));
+            return Ok(Command::Coproc(
+                None,
+                Box::new(Command::Compound(compound, redirects)),
+            ));
         }
         let save = self.pos;
-        if self.name().is_some() {
+        if let Some(name) = self.name() {
             self.skip_blanks();
             if let Some(compound) = self.compound()? {
                 let redirects = self.redirects()?;
-                return Ok(Command::Coproc(Box::new(Command::Compound(
-                    compound, redirects,
-                ))));
+                return Ok(Command::Coproc(
+                    Some(name),
+                    Box::new(Command::Compound(compound, redirects)),
+                ));
             }
             self.pos = save;
         }
-        Ok(Command::Coproc(Box::new(self.simple()?)))
+        Ok(Command::Coproc(None, Box::new(self.simple()?)))
     }
 
     fn simple(&mut self) -> R<Command> {
@@ -509,6 +517,21 @@ impl Parser<'_> {
     /// `NAME=value`, `NAME+=value`, `NAME[sub]=value`, `NAME=(...)` at the cursor, if any.
     fn assignment(&mut self) -> R<Option<Assignment>> {
         let start = self.pos;
+        let (logical, joined) = self.logical_word(self.pos);
+        if joined
+            && let Some(end) = logical.find(['=', '['])
+            && end > 0
+            && logical.starts_with(is_name_start)
+            && logical[..end]
+                .trim_end_matches('+')
+                .chars()
+                .all(is_name_char)
+        {
+            // bash joins `X\⏎=1` into the assignment `X=1` before reading it.
+            return Err(ParseError::Unsupported(
+                "a line continuation inside an assignment",
+            ));
+        }
         if !self.peek().is_some_and(is_name_start) {
             return Ok(None);
         }
@@ -614,6 +637,12 @@ impl Parser<'_> {
             fd = Some(self.s[self.pos..i].iter().collect::<String>());
             self.pos = i;
         } else if self.peek() == Some('{') {
+            let (logical, joined) = self.logical_word(self.pos);
+            if joined && logical.contains('}') {
+                return Err(ParseError::Unsupported(
+                    "a line continuation inside a `{name}` redirection",
+                ));
+            }
             let mut j = self.pos + 1;
             while self.s.get(j).copied().is_some_and(is_name_char) {
                 j += 1;

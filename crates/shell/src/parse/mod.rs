@@ -84,11 +84,18 @@ pub(crate) fn two_pass<T>(
     }
     let mut first = Parser::new(chars, base, depth, None);
     let out = run(&mut first)?;
+    if let Some(e) = first.deferred.take() {
+        return Err(e);
+    }
     if first.bodies.is_empty() {
         return Ok(out);
     }
     let mut second = Parser::new(chars, base, depth, Some(first.bodies));
-    run(&mut second)
+    let out = run(&mut second)?;
+    match second.deferred.take() {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 struct Pending {
@@ -114,6 +121,11 @@ pub(crate) struct Parser<'a> {
     bodies: Vec<Body>,
     known: Option<Vec<Body>>,
     heredocs_seen: usize,
+    /// An error found where the parser cannot stop (e.g. while skipping blanks), reported
+    /// when the parse ends.
+    deferred: Option<ParseError>,
+    /// How many `$(...)`, `<(...)` or `>(...)` bodies the cursor is in.
+    pub(crate) in_substitution: usize,
 }
 
 pub(crate) fn is_meta(c: char) -> bool {
@@ -142,6 +154,8 @@ impl<'a> Parser<'a> {
             bodies: Vec::new(),
             known,
             heredocs_seen: 0,
+            deferred: None,
+            in_substitution: 0,
         }
     }
 
@@ -182,17 +196,113 @@ impl<'a> Parser<'a> {
         loop {
             match self.peek() {
                 Some(' ' | '\t') => self.pos += 1,
-                Some('\\') if self.peek_at(1) == Some('\n') => self.pos += 2,
+                Some('\\') if self.peek_at(1) == Some('\n') => {
+                    self.continuation(true);
+                    self.pos += 2;
+                }
                 _ => return,
             }
         }
     }
 
+    /// Checks the backslash-newline at the cursor. bash removes these before it splits the
+    /// input into tokens, so one can join what is around it into a different token: `$\⏎(cmd)`
+    /// is a command substitution, `<<\⏎-` is `<<-`, `X\⏎=1 cmd` is an assignment, `(\⏎(x))`
+    /// is arithmetic. Accepted only after a blank or at the start of a line, inside a word
+    /// between two plain word characters (`r\⏎m`), and between commands after `|`, `&` or `;`
+    /// when no operator character follows.
+    pub(crate) fn continuation(&mut self, between_commands: bool) {
+        let before = self.pos.checked_sub(1).and_then(|i| self.s.get(i)).copied();
+        let mut i = self.pos;
+        while self.s.get(i) == Some(&'\\') && self.s.get(i + 1) == Some(&'\n') {
+            i += 2;
+        }
+        let after = self.s.get(i).copied();
+        let plain = |c: Option<char>| {
+            c.is_some_and(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ',' | ':')
+            })
+        };
+        let fine = match before {
+            None | Some(' ' | '\t' | '\n') => true,
+            Some('|' | '&' | ';') if between_commands => {
+                !matches!(after, Some('|' | '&' | ';' | '<' | '>' | '(' | ')'))
+            }
+            b => !between_commands && plain(b) && plain(after),
+        };
+        if !fine && self.deferred.is_none() {
+            self.deferred = Some(ParseError::Unsupported(
+                "a line continuation (backslash-newline) that joins operator characters",
+            ));
+        }
+    }
+
+    /// The unquoted text of the word at `i` as bash reads it, with line continuations
+    /// removed, and whether it had any. Stops at a metacharacter or a quoting character.
+    pub(crate) fn logical_word(&self, mut i: usize) -> (String, bool) {
+        let mut text = String::new();
+        let mut joined = false;
+        while let Some(&c) = self.s.get(i) {
+            if c == '\\' && self.s.get(i + 1) == Some(&'\n') {
+                joined = true;
+                i += 2;
+                continue;
+            }
+            if is_meta(c) || matches!(c, '\'' | '"' | '\\' | '`') || text.len() > 256 {
+                break;
+            }
+            text.push(c);
+            i += 1;
+        }
+        (text, joined)
+    }
+
     fn skip_comment(&mut self) {
         if self.peek() == Some('#') {
+            let start = self.pos;
             while !matches!(self.peek(), None | Some('\n')) {
                 self.pos += 1;
             }
+            self.check_old_substitution_end(start, self.pos);
+        }
+    }
+
+    /// Inside `$(...)`, text the parser skips (a comment, a here-document body) must not
+    /// hold a `)` that closes the substitution for shells that find its end by counting
+    /// parentheses and quotes rather than by parsing (bash before 4.0, still `/bin/bash` and
+    /// `/bin/sh` on macOS): `$(true # )` then `; rm x` would run there.
+    fn check_old_substitution_end(&mut self, start: usize, end: usize) {
+        if self.in_substitution == 0 {
+            return;
+        }
+        let text = &self.s[start..end.min(self.s.len())];
+        let mut depth = 0usize;
+        let mut i = 0;
+        while i < text.len() {
+            match text[i] {
+                '\\' => i += 1,
+                q @ ('\'' | '"') => {
+                    i += 1;
+                    while i < text.len() && text[i] != q {
+                        if text[i] == '\\' && q == '"' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                }
+                '(' => depth += 1,
+                ')' if depth == 0 => {
+                    if self.deferred.is_none() {
+                        self.deferred = Some(ParseError::Unsupported(
+                            "a `)` in a comment or here-document inside `$(...)`",
+                        ));
+                    }
+                    return;
+                }
+                ')' => depth -= 1,
+                _ => {}
+            }
+            i += 1;
         }
     }
 
@@ -316,26 +426,45 @@ impl<'a> Parser<'a> {
                 if self.pos >= self.s.len() {
                     return Err(ParseError::UnterminatedHeredoc(p.delimiter));
                 }
-                let end = self.s[self.pos..]
-                    .iter()
-                    .position(|&c| c == '\n')
-                    .map_or(self.s.len(), |n| self.pos + n);
-                let mut line = &self.s[self.pos..end];
-                if p.strip_tabs {
-                    while let [first, rest @ ..] = line {
-                        if *first != '\t' {
-                            break;
+                // In an unquoted body bash joins a line ending in an unescaped backslash with
+                // the next one before comparing it with the delimiter: `x\⏎EOF` is not the end.
+                // The text keeps the backslash-newline; reading the body removes it.
+                let mut logical: Vec<char> = Vec::new();
+                let mut raw: Vec<char> = Vec::new();
+                let mut first_line = true;
+                loop {
+                    let end = self.s[self.pos..]
+                        .iter()
+                        .position(|&c| c == '\n')
+                        .map_or(self.s.len(), |n| self.pos + n);
+                    let mut line = &self.s[self.pos..end];
+                    if p.strip_tabs && first_line {
+                        while let [first, rest @ ..] = line {
+                            if *first != '\t' {
+                                break;
+                            }
+                            line = rest;
                         }
-                        line = rest;
                     }
-                }
-                self.pos = (end + 1).min(self.s.len());
-                if line.iter().copied().eq(p.delimiter.chars()) {
+                    first_line = false;
+                    self.pos = (end + 1).min(self.s.len());
+                    let backslashes = line.iter().rev().take_while(|&&c| c == '\\').count();
+                    raw.extend(line);
+                    if !p.quoted && backslashes % 2 == 1 && end < self.s.len() {
+                        logical.extend(&line[..line.len() - 1]);
+                        raw.push('\n');
+                        continue;
+                    }
+                    logical.extend(line);
                     break;
                 }
-                text.extend(line);
+                if logical.iter().copied().eq(p.delimiter.chars()) {
+                    break;
+                }
+                text.extend(raw);
                 text.push('\n');
             }
+            self.check_old_substitution_end(start, self.pos);
             let body = if p.quoted {
                 Word {
                     parts: vec![WordPart::Quoted(text)],

@@ -233,6 +233,105 @@ const BYPASSES: &[&str] = &[
     "local x=$(rm x)",
     "nice --adjustment=3 rm",
     "sudo -s -- rm x",
+    // arithmetic: array-assignment indexes, variables the shell sets from text, and
+    // variables whose outside value names one set here (MACHTYPE is x86_64-pc-linux-gnu)
+    "x='b[$(rm x)]'; a=([x]=1)",
+    "x='b[$(rm x)]'; a=([$x]=1)",
+    "x='b[$(rm x)]'; declare -a a=([x]=1)",
+    ": 'a[$(rm x)]'; echo $((_))",
+    "read <<< 'a[$(rm x)]'; echo $((REPLY))",
+    "[[ 'a[$(rm x)]' =~ .* ]]; echo $((BASH_REMATCH))",
+    "getopts a: o -a 'b[$(rm x)]'; echo $((OPTARG))",
+    "pc='b[$(rm x)]'; echo $((MACHTYPE))",
+    "pc=_; : 'b[$(rm x)]'; echo $((MACHTYPE))",
+    "if false; then MACHTYPE=0; fi; pc='b[$(rm x)]'; echo $((MACHTYPE))",
+    "for i in 1; do :; done; pc='b[$(rm x)]'; echo $((i)) $((MACHTYPE))",
+    // variables that change what runs, set without `NAME=value`
+    "BASH_CMDS[ls]=/tmp/x; ls",
+    "shopt -s expand_aliases; BASH_ALIASES[ls]='rm x'\nls",
+    "exec {BASH_ENV}>/dev/null; export BASH_ENV; bash -c ls",
+    "((BASH_ENV = 7)); export BASH_ENV; bash -c ls",
+    "coproc PATH { ls; }; ls",
+    "declare -n r; r=PATH; r=/tmp/x; ls",
+    "declare -n r=x; for r in PATH; do r=/tmp/x; done; ls",
+    "SHELL=/tmp/x flock /tmp/l -c ls",
+    "env -P /tmp/x ls",
+    "cd /tmp/x; unset PATH; ls",
+    "cd /tmp/x; env -u PATH bash -c ls",
+    "x=0; unset x; pc='b[$(rm x)]'; echo $((${x:-pc}))",
+    "x='b[$(rm x)]'; [[ -v c[x] ]]",
+    "x='b[$(rm x)]'; test -v c[x]",
+    "x='b[$(rm x)]'; unset c[x]",
+    // shell options that change how later words or lines are read
+    "set -k; bash -c ls BASH_ENV=/tmp/x",
+    "set -o keyword; bash -c ls BASH_ENV=/tmp/x",
+    "bash -kc 'bash -c ls BASH_ENV=/tmp/x'",
+    "set -o history -H\necho '\";rm x;\"'\necho \"!!:1\"",
+    "shopt -so history histexpand\necho '\";rm x;\"'\necho \"!!:1\"",
+    "shopt -s expand_aliases\nalias x='r\\'\nx\nm -rf /tmp/x",
+    // builtin options read as bash reads them
+    "mapfile -C'rm x' -c1 a <<< x",
+    "mapfile -tC 'rm x' -c1 a <<< x",
+    "compgen -W'$(rm x)' y",
+    "compgen -fW '$(rm x)' y",
+    "compgen -C'rm x' y",
+    // `${...}`: a plain `{` does not nest; quotes inside it within double quotes
+    "echo ${x:-{}; rm x #}",
+    "echo \"${x:-{}\"; rm x; \"}\"",
+    "echo \"${x:-'}\" '$(rm x)' \"'}\"",
+    // line continuations that join tokens
+    "echo \"$\\\n(rm x)\"",
+    "echo ${x:-$\\\n(rm x)}",
+    "echo $((1+$\\\n(rm x)))",
+    "cat <<EOF\n$\\\n(rm x)\nEOF",
+    "cat <<\\\n-EOF\n\tEOF\nrm x\n-EOF",
+    "cat <<EOF\nx\\\nEOF\necho '\nEOF\nrm x #'\n",
+    "X\\\n=1 rm x",
+    "PA\\\nTH=/tmp/x ls",
+    "time -\\\np rm x",
+    "x='a[$(rm x)]'; (\\\n(x))",
+    "x='a[$(rm x)]'; echo $((x)\\\n)",
+    "exec {BASH\\\n_ENV}>/dev/null; export BASH_ENV; bash -c ls",
+    // bash before 4.0 (macOS /bin/bash, /bin/sh) ends `$(` at a `)` in a comment or body
+    "echo $(true # ) ; rm x #\n)",
+    "echo \"$(cat <<'EOF'\n)\"\nrm x\nEOF\n)\"",
+    // runners and wrappers
+    "ssh -o ' ProxyCommand=rm x' host ls",
+    "ssh -o '\"ProxyCommand\" rm x' host ls",
+    "ssh -o '\tProxyCommand\trm x' host ls",
+    "ssh -o PKCS11Provider=/tmp/x.so host ls",
+    "ssh -I /tmp/x.so host ls",
+    "su -s /bin/rm -c x root",
+    "runuser --shell=/bin/rm -c x root",
+    "chroot /tmp/x ls",
+    "echo . -delete | xargs find",
+    "echo '; rm x' | xargs ssh host ls",
+    "echo '; rm x' | xargs watch -n1 ls",
+    "echo '; rm x' | xargs sg grp ls",
+    // options of ordinary programs that run commands
+    "sort -S1 --compress-program=rm f",
+    "sort --compress-prog=sh f",
+    "tar -cf /dev/null --checkpoint=1 --checkpoint-action=exec='rm x' f",
+    "tar -cf /dev/null --to-command=sh f",
+    "tar xIf rm x.tar",
+    "git grep --open-files-in-pager='rm x' foo",
+    "git grep -O'rm x' foo",
+    "git ls-remote --upload-pack='rm x' .",
+    "git -c core.pager='rm x' log",
+    "ip netns exec ns rm x",
+    "ip -all netns exec rm x",
+    "man -P 'rm x' ls",
+    "scp -S /bin/rm f host:",
+    "rsync -e 'rm x' f host:",
+    "tcpdump -i lo -w f -G 1 -z rm",
+    "apt-get -o APT::Update::Pre-Invoke::='rm x' update",
+    "git clone --template=/tmp/x repo d",
+    "GIT_ALLOW_PROTOCOL=ext git ls-remote 'ext::sh -c rm% x'",
+    "nc -l -p 4444 -e /bin/rm",
+    "nc -lvp 4444 -c 'rm x'",
+    "socat - EXEC:rm",
+    "awk 'BEGIN { system(\"rm x\") }'",
+    "sed '1e rm x' f",
     // unparseable
     "ls 'unterminated",
     "ls \"unterminated",
@@ -311,6 +410,17 @@ const ALLOWED: &[&str] = &[
     "for i in 1 2 3; do echo $((i * 2)); done",
     "for i in {1..5}; do echo $((i * 2)); done",
     "n=${#x}; echo $((n + 1)); s=$?; echo $((s))",
+    "count=0; for f in *.log; do count=$((count + 1)); done; echo $count",
+    "x=$(cat f); i=0; for l in $x; do i=$((i + 1)); done; echo $((RANDOM % i))",
+    "declare -A m=([k]=v); echo ${m[k]}",
+    "echo \"${x//$'\\n'/ }\" \"${PATH//:/ }\"",
+    "echo \"$(cat <<'EOF'\nhello\nEOF\n)\"",
+    "ls | \\\n  grep x && \\\n  echo ok",
+    "ls |\\\ngrep x",
+    "cat <<EOF\nline \\\nmore\nEOF\n",
+    "echo ab\\\ncd",
+    "echo \"$(cat <<'EOF'\nfix(parser): don't crash\nEOF\n)\"",
+    "x=$(ls # list files\n)",
 ];
 
 /// Passes the corpus deny list.
@@ -440,6 +550,8 @@ fn deny_entries_match_loosely() {
         "/usr/bin/git push",
         "git $CMD",
         "env git push -f",
+        "echo push | xargs git",
+        "echo push | xargs -n1 git -C repo",
     ] {
         assert!(rule.check_command(command).is_err(), "{command:?} passed");
     }
@@ -450,6 +562,104 @@ fn deny_entries_match_loosely() {
         "echo git push",
     ] {
         assert!(rule.check_command(command).is_ok(), "{command:?} denied");
+    }
+}
+
+/// Programs an operator may allow as harmless, whose options can run other programs: the
+/// program such an option names must be allowed too, and what cannot be seen is denied.
+#[test]
+fn options_that_run_programs_are_checked() {
+    let rule = CommandRule {
+        allow_programs: Some(
+            [
+                "find",
+                "sort",
+                "git log",
+                "git grep",
+                "tar",
+                "ip",
+                "man",
+                "ls",
+                "cat",
+                "grep",
+                "ssh",
+                "head",
+                "awk",
+                "sed",
+                "ps",
+                "journalctl",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+        ..CommandRule::default()
+    }
+    .compile()
+    .expect("compiles");
+    for command in [
+        "echo . -exec rm x \\; | xargs find",
+        "ls | xargs -n1 find",
+        "sort -S1 --compress-program=sh f",
+        "sort --compress-prog=rm f",
+        "sort \"$f\"",
+        "git grep -O'rm x' foo",
+        "git grep --open-files-in-p='rm x' foo",
+        "git -c alias.log='!rm x' log",
+        "tar -tf x.tar --checkpoint=1 --checkpoint-action=exec='rm x'",
+        "tar -tf x.tar --use-compress-program=sh",
+        "tar -tIsh -f x.tar",
+        "ip netns exec ns rm x",
+        "ip -n ns netns exec ns rm x",
+        "ip -batch cmds",
+        "man -P 'rm x' ls",
+        "man -Hrm ls",
+        "ssh -o 'proxycommand rm x' host ls",
+        "ssh -o '  ProxyCommand=rm x' host ls",
+        "echo '; rm x' | xargs ssh host ls",
+        "awk 'BEGIN { system(\"rm x\") }'",
+        "awk '{ print | \"sh\" }' f",
+        "awk '{ \"date\" | getline d }' f",
+        "awk 'BEGIN { f = \"sys\" \"tem\"; @f(\"rm x\") }'",
+        "awk -f x.awk f",
+        "awk \"$p\" f",
+        "sed '1e rm x' f",
+        "sed 's/.*/rm x/e' f",
+        "sed -n 'p;e rm x' f",
+        "sed ':a;e rm x' f",
+        "sed -f x.sed f",
+        "sed \"$s\" f",
+        "sed 's/a/b/' -e '1e rm x' f",
+        "awk 'BEGIN { print \"system(\" }'",
+        "find -files0-from list -exec sed -n p {} +",
+    ] {
+        assert!(rule.check_command(command).is_err(), "{command:?} passed");
+    }
+    for command in [
+        "find /var/log -name '*.log' -mtime -1 | xargs ls -la",
+        "sort -u f | head -5",
+        "sort -t, -k2 -n f",
+        "cat f | sort -rn | head",
+        "git log --oneline -5",
+        "git grep -n TODO -- src/",
+        "tar -tzf x.tgz",
+        "tar tzvf x.tgz",
+        "ip -br addr show",
+        "ip netns list",
+        "man ls",
+        "ssh host 'ls -la /var/log'",
+        "ps aux | awk '{print $2}' | head",
+        "awk -F: '$3 >= 1000 {print $1}' /etc/passwd",
+        "awk '/ERROR|WARN/ {n++} END {print n + 0}' f",
+        "awk '{ s += $2 } END { print s / NR }' f",
+        "awk 'BEGIN { system(\"ls -l\") }'",
+        "sed -n '1,10p' f",
+        "sed -i.bak 's/foo/bar/g' f",
+        "sed '/^#/d; /^$/d' f",
+        "sed -E 's|([0-9]+)|<\\1>|g' f",
+        "journalctl -u x --no-pager | awk '/systemd/ {print $5}'",
+        "find . -name '*.conf' -exec sed -i 's/a/b/' {} +",
+    ] {
+        assert_eq!(rule.check_command(command), Ok(()), "{command:?}");
     }
 }
 

@@ -177,14 +177,14 @@ fn functions_and_coproc() {
             .and_or
             .first
             .commands[0],
-        Command::Coproc(_)
+        Command::Coproc(..)
     ));
     assert!(matches!(
         parse("coproc NAME { cat x; }").expect("parses").items[0]
             .and_or
             .first
             .commands[0],
-        Command::Coproc(_)
+        Command::Coproc(..)
     ));
 }
 

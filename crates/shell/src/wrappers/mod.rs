@@ -11,6 +11,7 @@
 //!
 //! Deny lists see every program, wrappers included.
 
+mod programs;
 mod runners;
 
 use crate::InvocationKind::{self, Builtin, Program, Runner, Transparent, UnseenCode};
@@ -28,6 +29,11 @@ pub(crate) struct Arg {
     pub params: Vec<String>,
     /// Whether a command's output becomes part of the word.
     pub output: bool,
+    /// The word is `NAME=(...)` and its elements are plain text.
+    pub array_text: bool,
+    /// The word has no expansion in it: when `text` is `None`, only globbing or brace
+    /// expansion makes it dynamic.
+    pub plain: bool,
 }
 
 impl Arg {
@@ -477,7 +483,7 @@ pub(crate) fn step(name: &str, args: &[Arg], appended: bool) -> Option<Step> {
             existing_process(name, &spec, &["p", "m", "pid", "max"], 1, args, appended)
         }
         "flock" => flock(args, appended),
-        "watch" => watch(args),
+        "watch" => watch(args, appended),
         "busybox" => match args.first().and_then(|a| a.text.as_deref()) {
             Some(t) if t.starts_with('-') => Step::new(Transparent),
             _ => then_run(Transparent, name, args, 0, appended),
@@ -494,6 +500,8 @@ pub(crate) fn step(name: &str, args: &[Arg], appended: bool) -> Option<Step> {
             },
         },
         "xargs" => xargs(args),
+        // Words appended from input could be `-exec rm {} ;` or `-delete`.
+        "find" if appended => Step::problem(Program, Unchecked::DynamicArgument(name.into())),
         "find" => find(args),
         "eval" => match joined(args) {
             Some(text) if text.trim().is_empty() => Step::new(Transparent),
@@ -516,6 +524,11 @@ pub(crate) fn step(name: &str, args: &[Arg], appended: bool) -> Option<Step> {
         "compgen" | "complete" => completion(name, args),
         "sudo" => sudo(args, appended),
         "doas" => doas(args, appended),
+        // These join their words into a command line (or, for `su`, read options anywhere):
+        // words appended from input become code.
+        "su" | "runuser" | "sg" | "ssh" if appended => {
+            Step::problem(Runner, Unchecked::ProgramFromInput(name.into()))
+        }
         "su" | "runuser" => su(name, args),
         "sg" => sg(args),
         "pkexec" => match scan(
@@ -541,13 +554,28 @@ pub(crate) fn step(name: &str, args: &[Arg], appended: bool) -> Option<Step> {
             args,
         ) {
             Ok(s) if s.rest + 1 >= args.len() => Step::problem(Runner, unseen(name, READS_STDIN)),
+            // Programs then come from the new root: `/srv/x/bin/ls` is not the system's `ls`.
+            Ok(s)
+                if args[s.rest]
+                    .text
+                    .as_deref()
+                    .is_none_or(|r| !r.trim_end_matches('/').is_empty() || !r.starts_with('/')) =>
+            {
+                Step::problem(
+                    Runner,
+                    Unchecked::UnseenCode {
+                        program: name.into(),
+                        why: "runs programs from another root directory",
+                    },
+                )
+            }
             Ok(s) => then_run(Runner, name, args, s.rest + 1, appended),
             Err(e) => Step::problem(Runner, e),
         },
         "ssh" => ssh(args),
         _ if SHELLS.contains(&name) => shell(name, args),
         _ if UNSEEN_RUNNERS.contains(&name) => Step::new(UnseenCode(RUNS_UNSEEN)),
-        _ => return None,
+        _ => return programs::program(name, args, appended),
     };
     Some(step)
 }
@@ -605,6 +633,20 @@ fn env(args: &[Arg], appended: bool, depth: usize) -> Step {
         return env(&words, appended, depth + 1);
     }
     let mut step = Step::new(Transparent);
+    let unsets_path = s.opts.iter().any(|o| {
+        matches!(o.name.as_str(), "u" | "unset")
+            && o.value
+                .as_ref()
+                .is_none_or(|v| v.text.as_deref().is_none_or(|t| t == "PATH"))
+    });
+    if s.has(&["P"]) || unsets_path {
+        // BSD `env -P DIRS` looks the program up in DIRS instead of `PATH`; without `PATH`,
+        // shells look programs up in the current directory too.
+        step.next.push(Next::Assign {
+            name: "PATH".into(),
+            value: None,
+        });
+    }
     let mut i = s.rest;
     if args.get(i).and_then(|a| a.text.as_deref()) == Some("-") {
         i += 1;
@@ -668,7 +710,7 @@ fn flock(args: &[Arg], appended: bool) -> Step {
     }
 }
 
-fn watch(args: &[Arg]) -> Step {
+fn watch(args: &[Arg], appended: bool) -> Step {
     let spec = Spec {
         flags: "bcCdegprtwx",
         with_arg: "nqs",
@@ -693,7 +735,10 @@ fn watch(args: &[Arg]) -> Step {
         Err(e) => return Step::problem(Transparent, e),
     };
     if s.has(&["x", "exec"]) {
-        return then_run(Transparent, "watch", args, s.rest, false);
+        return then_run(Transparent, "watch", args, s.rest, appended);
+    }
+    if appended {
+        return Step::problem(Transparent, Unchecked::DynamicCode("watch".into()));
     }
     // Without -x, watch joins its arguments and runs them with `sh -c`.
     match joined(&args[s.rest..]) {
@@ -705,10 +750,19 @@ fn watch(args: &[Arg]) -> Step {
 
 /// Replaces words that hold `placeholder` with run-time words: `xargs -I {}` and
 /// `find -exec` substitute input into them.
-fn substitute(argv: &[Arg], placeholder: &str) -> Vec<Arg> {
+/// `prefix`: how every substituted value is known to start (`find` gives paths under its
+/// starting points), so that a program reading options anywhere knows they are not options.
+fn substitute(argv: &[Arg], placeholder: &str, prefix: &str) -> Vec<Arg> {
     argv.iter()
         .map(|a| match &a.text {
-            Some(t) if t.contains(placeholder) => Arg::default(),
+            Some(t) if t.contains(placeholder) => Arg {
+                prefix: if t.starts_with(placeholder) {
+                    prefix.to_string()
+                } else {
+                    String::new()
+                },
+                ..Arg::default()
+            },
             _ => a.clone(),
         })
         .collect()
@@ -779,13 +833,47 @@ fn xargs(args: &[Arg]) -> Step {
         argv.push(Arg::lit("echo"));
     }
     match placeholder {
-        Some(p) => Step::command(Transparent, substitute(&argv, &p), false),
+        Some(p) => Step::command(Transparent, substitute(&argv, &p, ""), false),
         None => Step::command(Transparent, argv, true),
     }
 }
 
 fn find(args: &[Arg]) -> Step {
     let mut step = Step::new(Program);
+    // The paths `{}` stands for start with a starting point (`.` when none is given); one
+    // that could start with `-` is not known.
+    let starts: Vec<&Arg> = args
+        .iter()
+        .skip_while(|a| {
+            a.text
+                .as_deref()
+                .is_some_and(|t| matches!(t, "-H" | "-L" | "-P") || t.starts_with("-O"))
+        })
+        .take_while(|a| {
+            a.text
+                .as_deref()
+                .is_none_or(|t| !t.starts_with(['-', '(', '!', ')', ',']))
+        })
+        .collect();
+    let prefix = match starts.as_slice() {
+        // `-files0-from FILE` reads starting points from a file: they could start with `-`.
+        _ if args
+            .iter()
+            .any(|a| a.text.as_deref() == Some("-files0-from")) =>
+        {
+            String::new()
+        }
+        [] => "./".to_string(),
+        starts => {
+            let known = starts.iter().map(|a| a.prefix.as_str());
+            if known.clone().all(|p| !p.is_empty() && !p.starts_with('-')) {
+                // Any starting point's first character will do: none is `-`.
+                known.min().unwrap_or_default().chars().take(1).collect()
+            } else {
+                String::new()
+            }
+        }
+    };
     let mut i = 0;
     while i < args.len() {
         let Some(text) = args[i].text.as_deref() else {
@@ -805,7 +893,7 @@ fn find(args: &[Arg]) -> Step {
                     return step;
                 };
                 step.next.push(Next::Command {
-                    argv: substitute(&args[start..end], "{}"),
+                    argv: substitute(&args[start..end], "{}", &prefix),
                     appended: false,
                 });
                 i = end;

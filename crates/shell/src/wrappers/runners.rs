@@ -47,6 +47,11 @@ pub(super) fn alias(args: &[Arg]) -> Step {
             Some(t) if t.starts_with('-') => {}
             Some(t) => {
                 if let Some((_, value)) = t.split_once('=') {
+                    if value.ends_with('\\') {
+                        // bash pastes the value into the line: a final backslash joins it with
+                        // the next line (`alias x='r\\'`, then `x` and `m /` on two lines).
+                        step.problem = Some(Unchecked::Unsupported(format!("alias {}", short(t))));
+                    }
                     step.next.push(Next::Code {
                         text: value.to_string(),
                         same_process: true,
@@ -59,26 +64,36 @@ pub(super) fn alias(args: &[Arg]) -> Step {
     step
 }
 
-/// `compgen`/`complete`: `-C` runs a command, `-W` expands its word list (`$(...)` included).
+/// `compgen`/`complete`: `-C` runs a command, `-W` expands its word list (`$(...)` included),
+/// `-V` (bash 5.3) sets a variable. Options are read as bash reads them (`-W'$(id)'`,
+/// `-fW list`).
 pub(super) fn completion(name: &str, args: &[Arg]) -> Step {
+    let spec = Spec {
+        flags: "abcdefgjksuvprDEI",
+        with_arg: "oAGWFCXPSV",
+        ..Spec::default()
+    };
+    let s = match scan(name, &spec, args) {
+        Ok(s) => s,
+        Err(e) => return Step::problem(Program, e),
+    };
     let mut step = Step::new(Program);
-    for (i, a) in args.iter().enumerate() {
-        let option = a.text.as_deref();
-        if !matches!(option, Some("-C" | "-W")) {
-            continue;
-        }
-        match (option, args.get(i + 1).map(|a| a.text.clone())) {
-            (Some("-C"), Some(Some(text))) => step.next.push(Next::Code {
+    for opt in &s.opts {
+        let value = opt.value.as_ref().and_then(|v| v.text.clone());
+        match (opt.name.as_str(), value) {
+            ("C", Some(text)) => step.next.push(Next::Code {
                 text,
                 same_process: true,
             }),
-            (_, Some(Some(text))) => step.next.push(Next::Expanded { text }),
-            _ => {
-                step.problem = Some(Unchecked::DynamicCode(format!(
-                    "{name} {}",
-                    option.unwrap_or("")
-                )))
+            ("W", Some(text)) => step.next.push(Next::Expanded { text }),
+            ("V", Some(text)) => step.next.push(Next::Assign {
+                name: text,
+                value: None,
+            }),
+            ("C" | "W" | "V", None) => {
+                step.problem = Some(Unchecked::DynamicCode(format!("{name} -{}", opt.name)))
             }
+            _ => {}
         }
     }
     step
@@ -171,6 +186,7 @@ pub(super) fn doas(args: &[Arg], appended: bool) -> Step {
 /// `-c` holds a command string for the user's shell.
 pub(super) fn su(program: &str, args: &[Arg]) -> Step {
     let mut code = None;
+    let mut shell: Option<Option<String>> = None;
     let mut user_mode = false;
     let mut operands = Vec::new();
     let mut i = 0;
@@ -219,7 +235,10 @@ pub(super) fn su(program: &str, args: &[Arg]) -> Step {
                         user_mode = true;
                     }
                     if key.ends_with("command") {
-                        code = Some(value);
+                        code = Some(value.clone());
+                    }
+                    if key == "shell" {
+                        shell = Some(value);
                     }
                 }
                 _ => {
@@ -256,10 +275,13 @@ pub(super) fn su(program: &str, args: &[Arg]) -> Step {
                         Some(attached.to_string())
                     };
                     if c == 'c' {
-                        code = Some(value);
+                        code = Some(value.clone());
                     }
                     if c == 'u' {
                         user_mode = true;
+                    }
+                    if c == 's' {
+                        shell = Some(value);
                     }
                     break;
                 }
@@ -276,14 +298,25 @@ pub(super) fn su(program: &str, args: &[Arg]) -> Step {
         }
         i += 1;
     }
-    match code {
-        Some(Some(text)) => Step::code(Runner, text, false),
-        Some(None) => Step::problem(Runner, Unchecked::DynamicCode(program.into())),
-        None if user_mode && !operands.is_empty() => {
+    match (code, shell) {
+        (Some(None), _) => Step::problem(Runner, Unchecked::DynamicCode(program.into())),
+        (_, Some(None)) => Step::problem(Runner, Unchecked::DynamicArgument(program.into())),
+        // `-s PROGRAM` replaces the user's shell: it is what runs (`su -s /usr/bin/python3 -c
+        // CODE`), so it is resolved like any program, with the `-c` it is given.
+        (Some(Some(text)), Some(Some(shell))) if !user_mode => Step::command(
+            Runner,
+            vec![Arg::lit(&shell), Arg::lit("-c"), Arg::lit(&text)],
+            false,
+        ),
+        (None, Some(Some(shell))) if !user_mode => {
+            Step::command(Runner, vec![Arg::lit(&shell)], false)
+        }
+        (Some(Some(text)), _) => Step::code(Runner, text, false),
+        (None, _) if user_mode && !operands.is_empty() => {
             let argv = operands.iter().map(|&i| args[i].clone()).collect();
             Step::command(Runner, argv, false)
         }
-        None => Step::problem(Runner, unseen(program, READS_STDIN)),
+        (None, _) => Step::problem(Runner, unseen(program, READS_STDIN)),
     }
 }
 
@@ -326,20 +359,17 @@ pub(super) fn ssh(args: &[Arg]) -> Step {
                     let Some(value) = opt.value.as_ref().and_then(|v| v.text.as_deref()) else {
                         return Step::problem(Runner, Unchecked::DynamicArgument("ssh -o".into()));
                     };
-                    let (key, rest) = value
-                        .split_once(|c: char| c == '=' || c.is_whitespace())
-                        .unwrap_or((value, ""));
-                    let key = key.to_ascii_lowercase();
-                    if matches!(
-                        key.as_str(),
-                        "proxycommand" | "localcommand" | "knownhostscommand" | "remotecommand"
-                    ) {
-                        step.next.push(Next::Code {
-                            text: rest.trim_start_matches(['=', ' ', '\t']).to_string(),
+                    match ssh_option(value) {
+                        Ok(Some(code)) => step.next.push(Next::Code {
+                            text: code,
                             same_process: false,
-                        });
+                        }),
+                        Ok(None) => {}
+                        Err(e) => return Step::problem(Runner, e),
                     }
                 }
+                // `-I` loads a PKCS#11 library into ssh.
+                "I" => return Step::problem(Runner, Unchecked::Unsupported("ssh -I".into())),
                 "N" | "W" | "O" | "G" | "V" => no_command = true,
                 _ => {}
             }
@@ -363,6 +393,66 @@ pub(super) fn ssh(args: &[Arg]) -> Step {
         None => step.problem = Some(Unchecked::DynamicCode("ssh".into())),
     }
     step
+}
+
+/// Options that make ssh run or load something locally.
+const SSH_COMMAND_OPTIONS: &[&str] = &[
+    "proxycommand",
+    "localcommand",
+    "knownhostscommand",
+    "remotecommand",
+];
+const SSH_LOADING_OPTIONS: &[&str] = &[
+    "pkcs11provider",
+    "securitykeyprovider",
+    "xauthlocation",
+    "include",
+];
+
+/// An `ssh -o` value: the command it runs, if any. ssh skips leading blanks, accepts a
+/// quoted keyword and `=` or blanks after it, in any letter case; any value that mentions a
+/// command-running keyword some other way is refused.
+pub(super) fn ssh_option(value: &str) -> Result<Option<String>, Unchecked> {
+    const BLANKS: &[char] = &[' ', '\t', '\r', '\n', '\x0c'];
+    let text = value.trim_start_matches(BLANKS);
+    let (keyword, rest) = match text.strip_prefix('"') {
+        Some(quoted) => match quoted.split_once('"') {
+            Some((k, r)) => (k, r),
+            None => (quoted, ""),
+        },
+        None => {
+            let end = text
+                .find(|c: char| c == '=' || BLANKS.contains(&c))
+                .unwrap_or(text.len());
+            (&text[..end], &text[end..])
+        }
+    };
+    let keyword = keyword.to_ascii_lowercase();
+    let rest = rest.trim_start_matches(BLANKS);
+    let rest = rest
+        .strip_prefix('=')
+        .unwrap_or(rest)
+        .trim_start_matches(BLANKS);
+    let refused = || Unchecked::Unsupported(format!("ssh -o {}", short(value)));
+    if SSH_COMMAND_OPTIONS.contains(&keyword.as_str()) {
+        return Ok(Some(rest.to_string()));
+    }
+    if SSH_LOADING_OPTIONS.contains(&keyword.as_str()) {
+        return Err(refused());
+    }
+    let folded: String = value
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if SSH_COMMAND_OPTIONS
+        .iter()
+        .chain(SSH_LOADING_OPTIONS)
+        .any(|k| folded.contains(k))
+    {
+        return Err(refused());
+    }
+    Ok(None)
 }
 
 /// `sh`-family shells: `-c` runs its operand (checked as a script); otherwise the shell runs
@@ -407,12 +497,32 @@ pub(super) fn shell(program: &str, args: &[Arg]) -> Step {
             for c in text[1..].chars() {
                 match c {
                     'c' if minus => has_c = true,
+                    // `-k`: `NAME=value` words anywhere are assignments; `-H`: history
+                    // expansion rewrites lines from earlier ones.
+                    'k' | 'H' if minus => {
+                        return Step::problem(
+                            Transparent,
+                            Unchecked::Unsupported(format!("{program} -{c}")),
+                        );
+                    }
                     'o' | 'O' => {
                         i += 1;
-                        if i >= args.len() {
+                        let Some(option) = args.get(i) else {
                             return Step::problem(
                                 Transparent,
                                 Unchecked::MissingOperand(program.into()),
+                            );
+                        };
+                        if minus
+                            && c == 'o'
+                            && option
+                                .text
+                                .as_deref()
+                                .is_none_or(|o| matches!(o, "keyword" | "histexpand" | "history"))
+                        {
+                            return Step::problem(
+                                Transparent,
+                                Unchecked::Unsupported(format!("{program} -o")),
                             );
                         }
                     }
