@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Quick start: build toolgate and run it on 127.0.0.1:8787 in front of the demo MCP server,
-# with embedded state in .toolgate/. The first run creates a grant and prints its token.
+# Quick start: build toolgate and ssh-mcp and run the gateway on 127.0.0.1:8787 in front of
+# ssh-mcp, with a policy (read-only commands unattended, sessions rate-limited, tunnels refused)
+# and embedded state in .toolgate/. The first run creates a grant and prints its token, and
+# copies the example hosts file to .toolgate/ssh-hosts.toml: edit it to point at your host.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --release --locked -p toolgate -p toolgate-demo-server >&2
+cargo build --release --locked -p toolgate -p toolgate-ssh-mcp >&2
 
 dir=.toolgate
 config="$dir/quickstart.toml"
@@ -18,13 +20,26 @@ if [ ! -f "$config" ]; then
     sed -e "s/@TOKEN_SHA256@/$hash/" examples/quickstart.toml >"$config"
     echo "Created $config and a grant 'quickstart'; its token is in $dir/quickstart.token" >&2
 fi
-if [ ! -f "$dir/quickstart-policy.json" ]; then
-    cp examples/policies/quickstart-demo.json "$dir/quickstart-policy.json"
+if ! grep -q '^\[servers\.ssh\]' "$config"; then
+    # A .toolgate/ from an earlier quick start (the demo server): front ssh-mcp now, same token.
+    hash=$(tr -d '\n' <"$dir/quickstart.token" | sha256sum | cut -d' ' -f1)
+    sed -e "s/@TOKEN_SHA256@/$hash/" examples/quickstart.toml >"$config"
+    rm -f "$dir/quickstart-policy.json"
+    echo "Updated $config to guard ssh-mcp (the grant's token is unchanged)" >&2
 fi
+if [ ! -f "$dir/quickstart-policy.json" ]; then
+    cp examples/policies/quickstart-ssh.json "$dir/quickstart-policy.json"
+fi
+if [ ! -f "$dir/ssh-hosts.toml" ]; then
+    sed -e "s/^user = \"me\"/user = \"$(id -un)\"/" examples/ssh-hosts.toml >"$dir/ssh-hosts.toml"
+    echo "Created $dir/ssh-hosts.toml (host 'localhost' = $(id -un)@127.0.0.1:22 with ~/.ssh/id_ed25519); edit it for your host" >&2
+fi
+target/release/ssh-mcp --config "$dir/ssh-hosts.toml" --check >&2
 token=$(cat "$dir/quickstart.token")
 cat >&2 <<EOT
 
-toolgate: MCP endpoint http://127.0.0.1:8787/mcp  (grant 'quickstart')
+toolgate: MCP endpoint http://127.0.0.1:8787/mcp  (grant 'quickstart'), guarding ssh-mcp
+  hosts:  $dir/ssh-hosts.toml      policy: $dir/quickstart-policy.json
   token:  $token
   try:    curl -s http://127.0.0.1:8787/mcp -H 'Authorization: Bearer $token' \\
             -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \\

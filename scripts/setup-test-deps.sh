@@ -101,8 +101,10 @@ main() {
     setup_python
     setup_node
     # Debian packages needed by the current fixtures: a real OpenSSH server and client for
-    # ssh-mcp's end-to-end tests (tests/e2e/sshd.py), rsync for its copy tools.
-    apt_install openssh-server openssh-client rsync
+    # ssh-mcp's end-to-end tests (tests/e2e/sshd.py), rsync for its copy tools, and the
+    # programs its interactive-session tests drive (vim, top from procps, htop) and look with
+    # (ss from iproute2).
+    apt_install openssh-server openssh-client rsync vim procps htop iproute2
     # Later, e.g.: apt_install redis-server postgresql chromium
     log "done ($ROOT)"
 }

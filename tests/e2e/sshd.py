@@ -51,6 +51,11 @@ class Sshd:
         self.authorized_keys = self.dir / "authorized_keys"
         self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
         self.port = free_port()
+        # The sessions' HOME: a clean one, so the machine user's dotfiles stay out of the tests
+        # (a ~/.bashrc that runs `pyenv init` cost ~300 ms per command here, since bash reads
+        # ~/.bashrc when sshd starts it). sshd still starts commands in the real home directory.
+        self.home = self.dir / "home"
+        self.home.mkdir(exist_ok=True)
         self.config = self.dir / "sshd_config"
         self.config.write_text(
             f"""Port {self.port}
@@ -67,6 +72,7 @@ PermitRootLogin prohibit-password
 AllowUsers {self.user}
 AllowTcpForwarding yes
 MaxSessions 30
+SetEnv HOME={self.home}
 Subsystem sftp internal-sftp
 LogLevel VERBOSE
 """

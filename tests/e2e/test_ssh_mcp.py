@@ -87,7 +87,9 @@ async def test_tools_have_reference_names_output_schemas_and_honest_annotations(
     async with ssh_mcp(write_config(tmp_path, sshd)) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == {
-        "ssh_exec", "ssh_exec_raw", "add_credential", "list_credentials", "remove_credential", "ssh_output_read"
+        "ssh_exec", "ssh_exec_raw", "add_credential", "list_credentials", "remove_credential", "ssh_output_read",
+        "ssh_session_start", "ssh_session_send", "ssh_session_read", "ssh_session_resize", "ssh_session_end",
+        "ssh_session_list", "scp_copy", "rsync_copy", "ssh_tunnel_start", "ssh_tunnel_list", "ssh_tunnel_stop",
     }
     for name, tool in tools.items():
         assert tool.output_schema and tool.output_schema["type"] == "object", name

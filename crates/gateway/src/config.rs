@@ -330,7 +330,11 @@ impl Config {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so that a path resolved against it means the same from a child's `cwd`.
+        let base = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
         let line_of = |span: std::ops::Range<usize>| {
             Some(
                 text.as_bytes()[..span.start.min(text.len())]
@@ -740,6 +744,23 @@ policy = "policies/alice.json"
             Some(Path::new("/etc/toolgate/policies/alice.json"))
         );
         assert_eq!(c.state_dir, Path::new("/etc/toolgate/.toolgate"));
+    }
+
+    #[test]
+    fn paths_in_a_config_given_by_a_relative_path_are_absolute() {
+        let c = Config::parse(
+            Path::new(".toolgate/quickstart.toml"),
+            "[servers.ssh]\ncommand = \"../target/release/ssh-mcp\"\ncwd = \".\"\n",
+            &|_| None,
+        )
+        .unwrap();
+        let here = std::env::current_dir().unwrap().join(".toolgate");
+        let Transport::Stdio { command, cwd, .. } = &c.server("ssh").unwrap().transport else {
+            panic!("ssh is stdio")
+        };
+        // Started in `cwd`, the program must still be the one next to the config.
+        assert_eq!(Path::new(command), here.join("../target/release/ssh-mcp"));
+        assert_eq!(cwd.as_deref(), Some(here.join(".").as_path()));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! import_ssh_config = true              # read Host entries from ~/.ssh/config
 //! ssh_config = "~/.ssh/config"          # default
 //! default_host_key = "strict"           # policy of imported and runtime credentials
+//! copy_local_dirs = ["~/transfer"]      # optional: where copies may read/write locally
 //!
 //! [limits]
 //! output_bytes = 65536                  # per stream in one result (head + tail)
@@ -18,6 +19,12 @@
 //! keepalive_secs = 15
 //! progress_interval_ms = 1000
 //! max_stdin_bytes = 16777216
+//! session_idle_secs = 1800              # interactive sessions untouched this long are closed
+//! pty_sessions_per_credential = 4       # interactive sessions per host (< sessions_per_credential)
+//! session_scrollback_lines = 2000
+//! session_max_wait_ms = 120000          # longest wait ssh_session_send may ask for
+//! copy_max_bytes = 268435456            # largest scp_copy / rsync_copy
+//! tunnels_max = 16
 //!
 //! [hosts.web]
 //! host = "10.0.0.5"
@@ -31,6 +38,7 @@
 //! jump = "bastion"
 //! host_key = "strict"                   # or "accept-new" or "SHA256:..."
 //! connect_timeout = 10                  # seconds
+//! remote_bind_addresses = ["0.0.0.0"]   # remote tunnels may bind these too (default loopback only)
 //! ```
 
 use std::collections::BTreeMap;
@@ -93,6 +101,7 @@ pub struct RawConfig {
     import_ssh_config: bool,
     ssh_config: Option<String>,
     default_host_key: Option<String>,
+    copy_local_dirs: Option<Vec<String>>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -112,6 +121,12 @@ struct RawLimits {
     keepalive_secs: Option<u64>,
     progress_interval_ms: Option<u64>,
     max_stdin_bytes: Option<usize>,
+    session_idle_secs: Option<u64>,
+    pty_sessions_per_credential: Option<usize>,
+    session_scrollback_lines: Option<usize>,
+    session_max_wait_ms: Option<u64>,
+    copy_max_bytes: Option<u64>,
+    tunnels_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +144,7 @@ struct RawHost {
     jump: Option<String>,
     host_key: Option<String>,
     connect_timeout: Option<f64>,
+    remote_bind_addresses: Option<Vec<String>>,
 }
 
 /// Numeric limits, validated.
@@ -154,6 +170,19 @@ pub struct Limits {
     pub progress_interval: Duration,
     /// Largest `stdin` accepted.
     pub max_stdin_bytes: usize,
+    /// An interactive session nobody touched for this long is closed.
+    pub session_idle: Duration,
+    /// Interactive sessions open at once per credential (each holds one of the credential's
+    /// `sessions_per_credential` channels, so this must be smaller).
+    pub pty_sessions_per_credential: usize,
+    /// Lines of scrollback each interactive session keeps.
+    pub session_scrollback_lines: usize,
+    /// Longest wait `ssh_session_send` may ask for.
+    pub session_max_wait: Duration,
+    /// Largest file or tree `scp_copy` / `rsync_copy` copies.
+    pub copy_max_bytes: u64,
+    /// Tunnels open at once (all credentials).
+    pub tunnels_max: usize,
 }
 
 impl Default for Limits {
@@ -169,6 +198,12 @@ impl Default for Limits {
             keepalive: Duration::from_secs(15),
             progress_interval: Duration::from_secs(1),
             max_stdin_bytes: 16 * 1024 * 1024,
+            session_idle: Duration::from_secs(1800),
+            pty_sessions_per_credential: 4,
+            session_scrollback_lines: 2000,
+            session_max_wait: Duration::from_secs(120),
+            copy_max_bytes: 256 * 1024 * 1024,
+            tunnels_max: 16,
         }
     }
 }
@@ -186,6 +221,9 @@ pub struct Settings {
     pub credentials: Vec<Credential>,
     /// Whether `add_credential` / `remove_credential` are offered (`--no-runtime-credentials`).
     pub runtime_credentials: bool,
+    /// Local directories `scp_copy` / `rsync_copy` may read and write under (`None`: anywhere
+    /// this process may).
+    pub copy_local_dirs: Option<Vec<PathBuf>>,
 }
 
 impl Default for Settings {
@@ -196,6 +234,7 @@ impl Default for Settings {
             limits: Limits::default(),
             credentials: Vec::new(),
             runtime_credentials: true,
+            copy_local_dirs: None,
         }
     }
 }
@@ -300,7 +339,46 @@ fn validate_limits(raw: RawLimits, file: &str) -> Result<Limits, ConfigError> {
             d.progress_interval,
         )?,
         max_stdin_bytes: p("max_stdin_bytes", raw.max_stdin_bytes, d.max_stdin_bytes)?,
+        session_idle: Duration::from_secs(positive(
+            file,
+            "session_idle_secs",
+            raw.session_idle_secs,
+            d.session_idle.as_secs(),
+        )?),
+        pty_sessions_per_credential: p(
+            "pty_sessions_per_credential",
+            raw.pty_sessions_per_credential,
+            d.pty_sessions_per_credential,
+        )?,
+        // 0 is allowed here: no scrollback.
+        session_scrollback_lines: raw
+            .session_scrollback_lines
+            .unwrap_or(d.session_scrollback_lines),
+        session_max_wait: ms(
+            "session_max_wait_ms",
+            raw.session_max_wait_ms,
+            d.session_max_wait,
+        )?,
+        copy_max_bytes: positive(file, "copy_max_bytes", raw.copy_max_bytes, d.copy_max_bytes)?,
+        tunnels_max: p("tunnels_max", raw.tunnels_max, d.tunnels_max)?,
     };
+    if limits.session_scrollback_lines > 100_000 {
+        return Err(invalid(
+            file,
+            "limits.session_scrollback_lines",
+            "at most 100000",
+        ));
+    }
+    if limits.pty_sessions_per_credential >= limits.sessions_per_credential {
+        return Err(invalid(
+            file,
+            "limits.pty_sessions_per_credential",
+            format!(
+                "must be smaller than limits.sessions_per_credential ({}): each interactive session holds one of those channels, and commands need at least one",
+                limits.sessions_per_credential
+            ),
+        ));
+    }
     if limits.keep_output_bytes < limits.output_bytes {
         return Err(invalid(
             file,
@@ -370,6 +448,17 @@ fn validate_host(name: &str, raw: RawHost, file: &str) -> Result<Credential, Con
         None => DEFAULT_CONNECT_TIMEOUT,
     };
     let password_env = env_name(file, key("password_env"), raw.password_env)?;
+    let remote_bind = raw.remote_bind_addresses.unwrap_or_default();
+    if let Some(bad) = remote_bind
+        .iter()
+        .find(|a| a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(invalid(
+            file,
+            key("remote_bind_addresses"),
+            format!("\"{bad}\" is not an address (use e.g. \"0.0.0.0\" or \"10.0.0.5\")"),
+        ));
+    }
     if raw.key.is_none() && !raw.agent && password_env.is_none() {
         return Err(invalid(
             file,
@@ -390,6 +479,7 @@ fn validate_host(name: &str, raw: RawHost, file: &str) -> Result<Credential, Con
         jump: raw.jump,
         host_key,
         connect_timeout,
+        remote_bind,
         origin: Origin::Config,
     })
 }
@@ -407,6 +497,24 @@ fn validate(raw: RawConfig, file: &str) -> Result<Settings, ConfigError> {
             "a fingerprint pins one host: use \"strict\" or \"accept-new\" here",
         ));
     }
+    let copy_local_dirs = match raw.copy_local_dirs {
+        None => None,
+        Some(dirs) => {
+            let mut out = Vec::new();
+            for (i, d) in dirs.iter().enumerate() {
+                let path = expand_home(d);
+                if !path.is_absolute() {
+                    return Err(invalid(
+                        file,
+                        format!("copy_local_dirs[{i}]"),
+                        format!("\"{d}\" must be an absolute path (or start with ~/)"),
+                    ));
+                }
+                out.push(path);
+            }
+            Some(out)
+        }
+    };
     let mut all: BTreeMap<String, Arc<Credential>> = BTreeMap::new();
     if raw.import_ssh_config {
         let path = expand_home(raw.ssh_config.as_deref().unwrap_or("~/.ssh/config"));
@@ -443,6 +551,7 @@ fn validate(raw: RawConfig, file: &str) -> Result<Settings, ConfigError> {
         limits,
         credentials: all.into_values().map(|c| (*c).clone()).collect(),
         runtime_credentials: true,
+        copy_local_dirs,
     })
 }
 

@@ -3,6 +3,7 @@
 //! secret is sent.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,13 +83,48 @@ pub enum ConnectError {
     },
 }
 
-/// The russh client handler: checks the host key, and nothing else.
+/// Where `forwarded-tcpip` channels (remote tunnels) go: one route per port the server bound
+/// for this connection.
+#[derive(Default)]
+pub struct Forwards {
+    routes: Mutex<HashMap<u32, tokio::sync::mpsc::UnboundedSender<Channel<Msg>>>>,
+}
+
+impl Forwards {
+    /// Sends the channels the server opens for `port` to `to`.
+    pub fn register(&self, port: u32, to: tokio::sync::mpsc::UnboundedSender<Channel<Msg>>) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port, to);
+    }
+
+    /// Stops routing `port`.
+    pub fn unregister(&self, port: u32) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&port);
+    }
+
+    fn route(&self, port: u32) -> Option<tokio::sync::mpsc::UnboundedSender<Channel<Msg>>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&port)
+            .cloned()
+    }
+}
+
+/// The russh client handler: checks the host key, and routes remote-forwarded channels to the
+/// tunnel that asked for them (any other channel the server opens is refused).
 pub struct ClientHandler {
     host: String,
     port: u16,
     policy: HostKeyPolicy,
     known_hosts: Arc<KnownHosts>,
-    seen: Arc<Mutex<Option<(String, Trust)>>>,
+    seen: Arc<Mutex<Option<(String, Trust, PublicKey)>>>,
+    forwards: Arc<Forwards>,
 }
 
 /// Handler errors: russh's own, or a refused host key (kept typed so the caller can say why).
@@ -126,8 +162,43 @@ impl client::Handler for ClientHandler {
                 "accept-new: recorded the host key of a host seen for the first time"
             );
         }
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some((fingerprint(&key), trust));
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((fingerprint(&key), trust, key.clone()));
         Ok(true)
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        match self.forwards.route(connected_port) {
+            Some(to) => {
+                reply.accept().await;
+                tracing::debug!(
+                    connected_address,
+                    connected_port,
+                    originator_address,
+                    originator_port,
+                    "remote tunnel connection"
+                );
+                let _ = to.send(channel);
+            }
+            None => {
+                tracing::warn!(
+                    connected_address,
+                    connected_port,
+                    "the server opened a forwarded channel no tunnel asked for; refused"
+                );
+                drop(reply);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +210,8 @@ pub struct Connection {
     /// The jump connection this one runs through: kept alive as long as this one is.
     via: Option<Arc<Connection>>,
     host_key: String,
+    host_public_key: Option<PublicKey>,
+    forwards: Arc<Forwards>,
     opened: Instant,
 }
 
@@ -161,6 +234,16 @@ impl Connection {
     /// `SHA256:...` of the host key that was accepted.
     pub fn host_key(&self) -> &str {
         &self.host_key
+    }
+
+    /// The host key that was accepted.
+    pub fn host_public_key(&self) -> Option<&PublicKey> {
+        self.host_public_key.as_ref()
+    }
+
+    /// Routes for remote tunnels on this connection.
+    pub fn forwards(&self) -> &Arc<Forwards> {
+        &self.forwards
     }
 
     /// How long ago it was opened.
@@ -272,12 +355,14 @@ async fn connect_inner(
         &known_hosts.known_algorithms(&credential.host, credential.port),
     ));
     let seen = Arc::new(Mutex::new(None));
+    let forwards = Arc::new(Forwards::default());
     let handler = ClientHandler {
         host: credential.host.clone(),
         port: credential.port,
         policy: credential.host_key.clone(),
         known_hosts,
         seen: seen.clone(),
+        forwards: forwards.clone(),
     };
     let protocol = |e: HandlerError| match e {
         HandlerError::HostKey(e) => ConnectError::HostKey(e),
@@ -319,11 +404,11 @@ async fn connect_inner(
         }
     };
     authenticate(&mut handle, credential).await?;
-    let host_key = seen
+    let (host_key, host_public_key) = seen
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .map(|(fp, _)| fp.clone())
+        .map(|(fp, _, key)| (fp.clone(), Some(key.clone())))
         .unwrap_or_default();
     tracing::info!(credential = %credential.name, host = %credential.host, port = credential.port, %host_key, "connected");
     Ok(Connection {
@@ -331,6 +416,8 @@ async fn connect_inner(
         handle,
         via,
         host_key,
+        host_public_key,
+        forwards,
         opened: Instant::now(),
     })
 }

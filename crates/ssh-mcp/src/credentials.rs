@@ -51,6 +51,9 @@ pub struct Credential {
     pub host_key: HostKeyPolicy,
     /// Limit on TCP connect + handshake + authentication.
     pub connect_timeout: Duration,
+    /// Addresses other than loopback that remote tunnels may ask the server to bind
+    /// (`remote_bind_addresses`; empty: 127.0.0.1, ::1 and localhost only).
+    pub remote_bind: Vec<String>,
     /// Where it came from.
     pub origin: Origin,
 }

@@ -1,10 +1,13 @@
 //! # ssh-mcp: an SSH MCP server
 //!
-//! The tools users know from the common TypeScript SSH MCP server (`ssh_exec`, `ssh_exec_raw`,
-//! `add_credential`, `list_credentials`, `remove_credential`) plus `ssh_output_read`, without its
+//! The 15 tools users know from the common TypeScript SSH MCP server (`ssh_exec`, `ssh_exec_raw`,
+//! `add_credential`, `list_credentials`, `remove_credential`, `ssh_session_*`, `scp_copy`,
+//! `rsync_copy`, `ssh_tunnel_*`) plus `ssh_output_read` and `ssh_session_resize`, without its
 //! weaknesses: host keys are checked against known_hosts, a timeout stops the remote command,
-//! stdin always ends, argument arrays are quoted, output is capped and pageable, secrets never
-//! leave the process, and nothing but MCP is written to stdout.
+//! stdin always ends, argument arrays are quoted, output is capped and pageable, sessions have a
+//! rendered screen and waits, remote tunnels bind loopback, no local shell sees an argument,
+//! secrets never leave the process, and nothing but MCP is written to stdout. User docs:
+//! `docs/ssh-mcp.md`.
 //!
 //! ## Layers (one module, one job)
 //! | module | job |
@@ -19,14 +22,18 @@
 //! | [`exec`] | one command on one channel: stdin, capture, timeout and kill, sudo |
 //! | [`output`] | head/tail capping and the store behind `ssh_output_read` |
 //! | [`quote`] | POSIX quoting for `ssh_exec_raw` |
+//! | [`pty`] | terminal screen (vt100), key names, escape stripping, waits; no SSH |
+//! | [`sessions`] | PTY shells on pooled connections, owned by MCP clients, capped, idle-closed |
+//! | [`copy`] | SFTP copies and rsync runs (argv, host key pinned) |
+//! | [`tunnels`] | local (`direct-tcpip`) and remote (`tcpip-forward`) port forwards |
 //! | [`server`], [`tools`] | the MCP surface (rmcp) |
 //!
 //! ## Extension point: adding a family of tools
-//! Sessions (`ssh_session_*`), copies (`scp_copy`, `rsync_copy`) and tunnels (`ssh_tunnel_*`)
-//! are added the way the existing families are:
+//! Each family (exec, credentials, output, session, copy, tunnel) is a file under `src/tools/`;
+//! a new one is added the same way:
 //!
-//! 1. a new file `src/tools/sessions.rs` (declared in `src/tools/mod.rs`) with
-//!    ```ignore
+//! 1. a new file `src/tools/<family>.rs` (declared in `src/tools/mod.rs`) with
+//!    ```text
 //!    #[tool_router(router = session_router, vis = "pub(crate)")]
 //!    impl SshMcp {
 //!        #[tool(name = "ssh_session_start", output_schema = schema_for_output::<Started>(),
@@ -52,8 +59,9 @@
 //!   word put on a remote command line, [`tools::structured`]-style results (text plus
 //!   `structuredContent` matching the tool's `outputSchema`).
 //!
-//! Per-MCP-session ownership (a PTY session belongs to the client that opened it) can use the
-//! `RequestContext::peer` of the call that opened it.
+//! Per-client ownership: [`SshMcp::owner_id`] identifies the MCP client a value serves (one per
+//! stdio process; [`SshMcp::for_new_client`] for transports serving several). Sessions and
+//! tunnels are keyed by it, and end when the last clone of that client's value is dropped.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -61,14 +69,18 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod copy;
 pub mod credentials;
 pub mod exec;
 pub mod host_keys;
 pub mod output;
 pub mod pool;
+pub mod pty;
 pub mod quote;
 pub mod server;
+pub mod sessions;
 pub mod ssh_config;
 pub mod tools;
+pub mod tunnels;
 
 pub use server::{SshMcp, SshMcpState};

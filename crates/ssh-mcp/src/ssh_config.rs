@@ -257,6 +257,7 @@ fn credential_for(
         jump: None,
         host_key,
         connect_timeout,
+        remote_bind: Vec::new(),
         origin: Origin::SshConfig,
     })
 }

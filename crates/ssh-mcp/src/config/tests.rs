@@ -84,3 +84,45 @@ fn limits_are_checked() {
         .unwrap_err();
     assert!(e.to_string().contains("port"), "{e}");
 }
+
+#[test]
+fn session_copy_and_tunnel_settings_are_read_and_checked() {
+    let s = parse_str(
+        "copy_local_dirs = [\"/srv/inbox\"]\n[limits]\nsession_idle_secs = 60\npty_sessions_per_credential = 2\n\
+         session_scrollback_lines = 0\ncopy_max_bytes = 1000\ntunnels_max = 3\n\
+         [hosts.web]\nhost = \"h\"\nuser = \"u\"\nkey = \"/k\"\nremote_bind_addresses = [\"0.0.0.0\"]\n",
+    )
+    .unwrap();
+    assert_eq!(s.limits.session_idle, Duration::from_secs(60));
+    assert_eq!(s.limits.pty_sessions_per_credential, 2);
+    assert_eq!(s.limits.session_scrollback_lines, 0);
+    assert_eq!((s.limits.copy_max_bytes, s.limits.tunnels_max), (1000, 3));
+    assert_eq!(s.copy_local_dirs, Some(vec![PathBuf::from("/srv/inbox")]));
+    assert_eq!(s.credentials[0].remote_bind, vec!["0.0.0.0".to_owned()]);
+    let d = Settings::default();
+    assert_eq!(d.limits.session_scrollback_lines, 2000);
+    assert_eq!(d.copy_local_dirs, None);
+
+    let cases = [
+        (
+            "[limits]\npty_sessions_per_credential = 8\n",
+            "limits.pty_sessions_per_credential",
+        ),
+        (
+            "[limits]\nsession_idle_secs = 0\n",
+            "limits.session_idle_secs",
+        ),
+        (
+            "copy_local_dirs = [\"relative/dir\"]\n",
+            "copy_local_dirs[0]",
+        ),
+        (
+            "[hosts.web]\nhost = \"h\"\nuser = \"u\"\nkey = \"/k\"\nremote_bind_addresses = [\"a b\"]\n",
+            "hosts.web.remote_bind_addresses",
+        ),
+    ];
+    for (text, key) in cases {
+        let msg = parse_str(text).unwrap_err().to_string();
+        assert!(msg.contains(&format!("`{key}`")), "{text}: {msg}");
+    }
+}

@@ -177,6 +177,7 @@ or the operator's default policy must allow recording it on first use.",
             jump: p.jump,
             host_key,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            remote_bind: Vec::new(),
             origin: Origin::Runtime,
         };
         match state.credentials.add(credential) {

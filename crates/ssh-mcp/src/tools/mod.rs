@@ -1,9 +1,12 @@
 //! The tools, one file per family. Each file is an `impl SshMcp` block with its own
 //! `#[tool_router(router = ...)]`, combined in [`crate::server::SshMcp::router`].
 
+pub mod copy;
 pub mod credentials;
 pub mod exec;
 pub mod output;
+pub mod session;
+pub mod tunnel;
 
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde::Serialize;

@@ -7,6 +7,9 @@
 //! - `sleep`: waits for a signal, then reports exit-signal with it;
 //! - `ignore-signals`: waits forever, only records signals;
 //! - `drop`: the server drops the whole connection;
+//! - a PTY shell (`pty-req` + `shell`): prints `$ `, echoes what is typed, and on Enter answers
+//!   `size` with the PTY size (`COLSxROWS`), `exit` by exiting with status 3, anything else with
+//!   `you said: LINE`;
 //! - `sudo -S -p '[ssh-mcp:sudo-password]' ...`: a fake sudo that prompts with that marker on
 //!   stderr, reads a password line from stdin, then prints the ready marker and acts as `cat`.
 
@@ -52,6 +55,7 @@ pub struct Seen {
     pub signals: Mutex<Vec<String>>,
     pub commands: Mutex<Vec<String>>,
     pub handles: Mutex<Vec<russh::server::Handle>>,
+    pub ptys: Mutex<Vec<(String, u32, u32)>>,
 }
 
 /// The password the server accepts. Tests read it through `password_env = "CARGO_MANIFEST_DIR"`,
@@ -80,6 +84,7 @@ enum Mode {
     Sudo,
     Sleep,
     Ignore,
+    Shell,
 }
 
 struct Conn {
@@ -87,6 +92,8 @@ struct Conn {
     authorized: PublicKey,
     modes: HashMap<ChannelId, Mode>,
     sudo_input: Vec<u8>,
+    sizes: HashMap<ChannelId, (u32, u32)>,
+    lines: HashMap<ChannelId, Vec<u8>>,
 }
 
 fn sig_name(sig: &Sig) -> String {
@@ -150,6 +157,51 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.seen
+            .ptys
+            .lock()
+            .unwrap()
+            .push((term.to_owned(), col_width, row_height));
+        self.sizes.insert(channel, (col_width, row_height));
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        self.modes.insert(channel, Mode::Shell);
+        session.data(channel, b"$ ".to_vec())?;
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.sizes.insert(channel, (col_width, row_height));
+        Ok(())
+    }
+
     async fn exec_request(
         &mut self,
         channel: ChannelId,
@@ -203,6 +255,34 @@ impl russh::server::Handler for Conn {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         match self.modes.get(&channel) {
+            Some(Mode::Shell) => {
+                for &b in data {
+                    if b == b'\r' {
+                        let line = String::from_utf8_lossy(
+                            &self.lines.remove(&channel).unwrap_or_default(),
+                        )
+                        .into_owned();
+                        let answer = match line.as_str() {
+                            "exit" => {
+                                session.data(channel, b"\r\nbye\r\n".to_vec())?;
+                                session.exit_status_request(channel, 3)?;
+                                session.eof(channel)?;
+                                session.close(channel)?;
+                                return Ok(());
+                            }
+                            "size" => {
+                                let (c, r) = self.sizes.get(&channel).copied().unwrap_or((0, 0));
+                                format!("{c}x{r}")
+                            }
+                            other => format!("you said: {other}"),
+                        };
+                        session.data(channel, format!("\r\n{answer}\r\n$ ").into_bytes())?;
+                    } else {
+                        self.lines.entry(channel).or_default().push(b);
+                        session.data(channel, vec![b])?;
+                    }
+                }
+            }
             Some(Mode::Cat) => session.data(channel, data.to_vec())?,
             Some(Mode::Sudo) => {
                 self.sudo_input.extend_from_slice(data);
@@ -296,6 +376,8 @@ impl TestServer {
                         authorized: authorized.clone(),
                         modes: HashMap::new(),
                         sudo_input: Vec::new(),
+                        sizes: HashMap::new(),
+                        lines: HashMap::new(),
                     };
                     let config = config.clone();
                     let seen = seen.clone();
@@ -356,6 +438,7 @@ impl TestServer {
             jump: None,
             host_key: HostKeyPolicy::Strict,
             connect_timeout: Duration::from_secs(5),
+            remote_bind: Vec::new(),
             origin: Origin::Config,
         }
     }
