@@ -78,9 +78,13 @@ async def test_session_tools_are_listed_with_honest_annotations(tmp_path, sshd):
     assert len(tools) == 17
     for name in ("ssh_session_list", "ssh_tunnel_list"):
         assert tools[name].annotations.read_only_hint is True, name
+    # Reading a screen, resizing and stopping a tunnel change state but destroy nothing.
+    harmless = {"ssh_session_read", "ssh_session_resize", "ssh_tunnel_stop"}
     for name in expected - {"ssh_session_list", "ssh_tunnel_list"}:
-        assert tools[name].annotations.destructive_hint is True, name
+        assert tools[name].annotations.destructive_hint is (name not in harmless), name
         assert tools[name].annotations.open_world_hint is True, name
+    for name in harmless:
+        assert tools[name].annotations.read_only_hint is False, name
         assert tools[name].output_schema and tools[name].output_schema["type"] == "object", name
     send_props = tools["ssh_session_send"].input_schema["properties"]
     assert {"sessionId", "input", "keys", "waitForQuietMs", "waitForRegex", "maxWaitMs"} <= set(send_props)

@@ -340,7 +340,7 @@ impl Guard {
             server: call.server,
             tool: call.tool,
             exposed: call.exposed,
-            category: None,
+            categories: &[],
             severity: None,
             args: &args,
         });

@@ -116,7 +116,7 @@ fn main() {
             server: "srv",
             tool: &names[i],
             exposed: &names[i],
-            category: None,
+            categories: &[],
             severity: None,
             args,
         })

@@ -43,8 +43,8 @@ pub struct Target<'a> {
     pub name: &'a str,
     /// Its aggregated name, `server__tool`.
     pub exposed: &'a str,
-    /// The catalog's category, when known.
-    pub category: Option<&'a str>,
+    /// The catalog's categories (empty when unknown).
+    pub categories: &'a [&'a str],
     /// The catalog's severity, when known.
     pub severity: Option<&'a str>,
 }
@@ -103,7 +103,7 @@ impl Pattern {
             Pattern::QualifiedGlob(server, name) => {
                 server.is_match(t.server) && name.is_match(t.name)
             }
-            Pattern::Category(c) => t.category == Some(c.as_str()),
+            Pattern::Category(c) => t.categories.contains(&c.as_str()),
             Pattern::Severity(s) => t.severity == Some(s.as_str()),
         }
     }
@@ -201,7 +201,7 @@ mod tests {
             server,
             name,
             exposed: name,
-            category: None,
+            categories: &[],
             severity: None,
         }
     }
@@ -231,7 +231,7 @@ mod tests {
         let mut ex = target("fs", "write_file");
         ex.exposed = "fs__write_file";
         assert!(Pattern::parse("fs__write_file").unwrap().matches(&ex));
-        ex.category = Some("write");
+        ex.categories = &["read", "write"];
         assert!(Pattern::parse("category:write").unwrap().matches(&ex));
         assert!(Pattern::parse("category:nope").is_err());
         assert!(Pattern::parse("a/b/c").is_err());

@@ -185,8 +185,8 @@ pub struct Call<'a> {
     /// Its aggregated name, `server__tool`, whatever endpoint the client used: a rule keyed
     /// by it binds the tool everywhere.
     pub exposed: &'a str,
-    /// The catalog's category, when known.
-    pub category: Option<&'a str>,
+    /// The catalog's categories (empty when unknown).
+    pub categories: &'a [&'a str],
     /// The catalog's severity, when known.
     pub severity: Option<&'a str>,
     /// The call's arguments (`Null` when absent).
@@ -199,9 +199,58 @@ impl Call<'_> {
             server: self.server,
             name: self.tool,
             exposed: self.exposed,
-            category: self.category,
+            categories: self.categories,
             severity: self.severity,
         }
+    }
+}
+
+/// How a policy treats a tool, strongest last: see [`Policy::treatment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TreatmentKind {
+    /// Called freely.
+    Allowed,
+    /// Called within rate limits.
+    Limited,
+    /// Some arguments are refused (`require`, `deny_if`).
+    Restricted,
+    /// Some arguments are held for a human (`approve_if`, `approve_unless`).
+    SometimesApproval,
+    /// Every call waits for a human.
+    NeedsApproval,
+    /// Listed, every call refused.
+    Denied,
+    /// Absent from listings; calls answered as for an unknown tool.
+    Hidden,
+}
+
+impl TreatmentKind {
+    /// The name used in the inventory.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TreatmentKind::Allowed => "allowed",
+            TreatmentKind::Limited => "limited",
+            TreatmentKind::Restricted => "restricted",
+            TreatmentKind::SometimesApproval => "needs approval for some arguments",
+            TreatmentKind::NeedsApproval => "needs approval",
+            TreatmentKind::Denied => "denied",
+            TreatmentKind::Hidden => "hidden",
+        }
+    }
+}
+
+/// What a policy does with one tool, and the rules (JSON pointers) that make it so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Treatment {
+    /// The strongest effect.
+    pub kind: TreatmentKind,
+    /// The rules giving that effect.
+    pub rules: Vec<String>,
+}
+
+impl Treatment {
+    fn new(kind: TreatmentKind, rules: Vec<String>) -> Treatment {
+        Treatment { kind, rules }
     }
 }
 
@@ -387,7 +436,7 @@ impl Policy {
             server,
             name: tool,
             exposed,
-            category: None,
+            categories: &[],
             severity: None,
         };
         self.visible(&t)
@@ -396,6 +445,83 @@ impl Policy {
     /// [`Policy::tool_visible`] with the catalog's classification.
     pub fn visible(&self, t: &Target<'_>) -> bool {
         !self.hidden(t) && (self.default_allow || !self.matching(t).is_empty())
+    }
+
+    /// What the policy does with a tool whatever its arguments, for the inventory: the
+    /// strongest of hidden, denied, needs approval, limited and allowed, with the rules that
+    /// say so. Predicates are not evaluated: `require` and `deny_if` make a tool restricted,
+    /// `approve_if` and `approve_unless` make it need approval for some arguments.
+    pub fn treatment(&self, t: &Target<'_>) -> Treatment {
+        if self.hidden(t) {
+            return Treatment::new(TreatmentKind::Hidden, vec![RULE_HIDDEN.into()]);
+        }
+        let entries = self.matching(t);
+        if entries.is_empty() && !self.default_allow {
+            return Treatment::new(TreatmentKind::Hidden, vec![RULE_DEFAULT_DENY.into()]);
+        }
+        let mut kind = TreatmentKind::Allowed;
+        let mut rules: Vec<String> = Vec::new();
+        let mut raise = |k: TreatmentKind, rule: String, kind: &mut TreatmentKind| {
+            if k > *kind {
+                *kind = k;
+                rules.clear();
+            }
+            if k == *kind {
+                rules.push(rule);
+            }
+        };
+        for r in self
+            .all_tools
+            .iter()
+            .chain(entries.iter().map(|e| &e.rules))
+        {
+            match r.action {
+                Action::Deny => raise(
+                    TreatmentKind::Denied,
+                    format!("{}/action", r.pointer),
+                    &mut kind,
+                ),
+                Action::Approve => raise(
+                    TreatmentKind::NeedsApproval,
+                    format!("{}/action", r.pointer),
+                    &mut kind,
+                ),
+                Action::Allow => {}
+            }
+            let conditional = [
+                ("require", r.require.len(), TreatmentKind::Restricted),
+                ("deny_if", r.deny_if.len(), TreatmentKind::Restricted),
+                (
+                    "approve_if",
+                    r.approve_if.len(),
+                    TreatmentKind::SometimesApproval,
+                ),
+                (
+                    "approve_unless",
+                    r.approve_unless.len(),
+                    TreatmentKind::SometimesApproval,
+                ),
+            ];
+            for (key, n, k) in conditional {
+                if n > 0 {
+                    raise(k, format!("{}/{key}", r.pointer), &mut kind);
+                }
+            }
+            if !r.limits.is_empty() {
+                raise(
+                    TreatmentKind::Limited,
+                    format!("{}/limits", r.pointer),
+                    &mut kind,
+                );
+            }
+        }
+        if rules.is_empty() {
+            rules.push(match entries.first() {
+                Some(e) => e.pointer.clone(),
+                None => RULE_DEFAULT_ALLOW.into(),
+            });
+        }
+        Treatment { kind, rules }
     }
 
     /// Decides a `tools/call`. `now_ms` is the UTC time in milliseconds (windows are computed

@@ -12,7 +12,7 @@ fn call<'a>(tool: &'a str, args: &'a Value) -> Call<'a> {
         server: "ssh",
         tool,
         exposed: tool,
-        category: None,
+        categories: &[],
         severity: None,
         args,
     }

@@ -14,7 +14,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backing database failed or timed out.
-    #[error("counter store unavailable: {0}")]
+    #[error("state store unavailable: {0}")]
     Unavailable(String),
 }
 

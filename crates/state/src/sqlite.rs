@@ -16,10 +16,12 @@ use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
 };
+use crate::pins::{PinRecord, PinStore, Pinned};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
 /// a database is migrated exactly once per step.
-const MIGRATIONS: &[&str] = &["CREATE TABLE counters (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE counters (
         key TEXT PRIMARY KEY,
         window_start INTEGER NOT NULL,
         window_ms INTEGER NOT NULL,
@@ -31,7 +33,22 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE counters (
         amount INTEGER NOT NULL,
         reservation INTEGER NOT NULL
     );
-    CREATE INDEX counter_events_key ON counter_events (key, at_ms);"];
+    CREATE INDEX counter_events_key ON counter_events (key, at_ms);",
+    "CREATE TABLE pins (
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        fingerprint TEXT,
+        definition TEXT,
+        approved_ms INTEGER,
+        pending_fingerprint TEXT,
+        pending_definition TEXT,
+        pending_ms INTEGER,
+        first_seen_ms INTEGER NOT NULL,
+        PRIMARY KEY (server, tool)
+    );
+    CREATE TABLE generations (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO generations (name, value) VALUES ('pins', 0);",
+];
 
 /// The SQLite state store.
 #[derive(Debug, Clone)]
@@ -294,6 +311,215 @@ async fn rollback_in(
     Ok(())
 }
 
+const PIN_COLUMNS: &str = "server, tool, fingerprint, definition, approved_ms, pending_fingerprint, pending_definition, pending_ms, first_seen_ms";
+
+fn pin_record(row: &sqlx::sqlite::SqliteRow) -> Result<PinRecord, sqlx::Error> {
+    let pinned = |fp: usize, def: usize, at: usize| -> Result<Option<Pinned>, sqlx::Error> {
+        let fingerprint: Option<String> = row.try_get(fp)?;
+        Ok(match fingerprint {
+            Some(fingerprint) => Some(Pinned {
+                fingerprint,
+                definition: row.try_get::<Option<String>, _>(def)?.unwrap_or_default(),
+                at_ms: row.try_get::<Option<i64>, _>(at)?.unwrap_or(0).max(0) as u64,
+            }),
+            None => None,
+        })
+    };
+    Ok(PinRecord {
+        server: row.try_get(0)?,
+        tool: row.try_get(1)?,
+        approved: pinned(2, 3, 4)?,
+        pending: pinned(5, 6, 7)?,
+        first_seen_ms: row.try_get::<i64, _>(8)?.max(0) as u64,
+    })
+}
+
+async fn pin_of(
+    conn: &mut SqliteConnection,
+    server: &str,
+    tool: &str,
+) -> Result<Option<PinRecord>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {PIN_COLUMNS} FROM pins WHERE server = ? AND tool = ?"
+    ));
+    let row = sqlx::query(sql)
+        .bind(server)
+        .bind(tool)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(pin_record).transpose()
+}
+
+async fn bump_pins(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'pins'")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl PinStore for SqliteState {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StoreError>> {
+        Box::pin(async move {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT {PIN_COLUMNS} FROM pins ORDER BY server, tool"
+            ));
+            let rows = sqlx::query(sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(pin_record)
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+    }
+
+    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let value: i64 =
+                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'pins'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(value.max(0) as u64)
+        })
+    }
+
+    fn first_sight<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        seen: Pinned,
+        trust: bool,
+    ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                if let Some(existing) = pin_of(&mut conn, server, tool).await? {
+                    return Ok(existing);
+                }
+                let column = if trust { "fingerprint, definition, approved_ms" } else { "pending_fingerprint, pending_definition, pending_ms" };
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO pins (server, tool, {column}, first_seen_ms) VALUES (?, ?, ?, ?, ?, ?)"
+                ));
+                sqlx::query(sql)
+                    .bind(server)
+                    .bind(tool)
+                    .bind(&seen.fingerprint)
+                    .bind(&seen.definition)
+                    .bind(seen.at_ms as i64)
+                    .bind(seen.at_ms as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                bump_pins(&mut conn).await?;
+                Ok(PinRecord {
+                    server: server.to_owned(),
+                    tool: tool.to_owned(),
+                    first_seen_ms: seen.at_ms,
+                    approved: trust.then(|| seen.clone()),
+                    pending: (!trust).then_some(seen),
+                })
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn record_change<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        seen: Pinned,
+    ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let changed = sqlx::query(
+                    "INSERT INTO pins (server, tool, pending_fingerprint, pending_definition, pending_ms, first_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                     ON CONFLICT (server, tool) DO UPDATE SET
+                       pending_fingerprint = ?3, pending_definition = ?4, pending_ms = ?5
+                     WHERE pending_fingerprint IS NOT ?3",
+                )
+                .bind(server)
+                .bind(tool)
+                .bind(&seen.fingerprint)
+                .bind(&seen.definition)
+                .bind(seen.at_ms as i64)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if changed > 0 {
+                    bump_pins(&mut conn).await?;
+                }
+                pin_of(&mut conn, server, tool)
+                    .await?
+                    .ok_or(sqlx::Error::RowNotFound)
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn approve<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+        fingerprint: Option<&'a str>,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<PinRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let changed = sqlx::query(
+                    "UPDATE pins SET fingerprint = pending_fingerprint, definition = pending_definition,
+                       approved_ms = ?1, pending_fingerprint = NULL, pending_definition = NULL, pending_ms = NULL
+                     WHERE server = ?2 AND tool = ?3 AND pending_fingerprint IS NOT NULL
+                       AND (?4 IS NULL OR pending_fingerprint = ?4)",
+                )
+                .bind(now_ms as i64)
+                .bind(server)
+                .bind(tool)
+                .bind(fingerprint)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if changed == 0 {
+                    return Ok(None);
+                }
+                bump_pins(&mut conn).await?;
+                pin_of(&mut conn, server, tool).await
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn forget<'a>(
+        &'a self,
+        server: &'a str,
+        tool: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let n = sqlx::query("DELETE FROM pins WHERE server = ? AND tool = ?")
+                    .bind(server)
+                    .bind(tool)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    bump_pins(&mut conn).await?;
+                }
+                Ok(n > 0)
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +541,26 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reopened.usage(&[a], later).await.unwrap()[0].used, 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_pins_keep_the_contract_across_processes_sharing_the_file() {
+        let dir = std::env::temp_dir().join(format!("toolgate-pins-{}", new_reservation_id()));
+        let path = dir.join("state.db");
+        let store = SqliteState::open(&path, Duration::from_secs(2))
+            .await
+            .unwrap();
+        crate::pins::tests::contract(&store).await;
+        // A second handle (another process) sees the records and the generation.
+        let other = SqliteState::open(&path, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            other.generation().await.unwrap(),
+            store.generation().await.unwrap()
+        );
+        assert_eq!(other.load().await.unwrap(), store.load().await.unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

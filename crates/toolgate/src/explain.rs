@@ -66,7 +66,7 @@ pub async fn run(
         server: &server,
         tool: &tool,
         exposed: &exposed,
-        category: None,
+        categories: &[],
         severity: None,
         args: &args,
     });

@@ -493,7 +493,7 @@ printed since the last read of new output, escape sequences stripped (clear=fals
 mode \"scrollback\": the lines that scrolled off the top followed by the screen. clear=true marks all output so far \
 as read.",
         output_schema = schema_for_output::<Read>(),
-        annotations(destructive_hint = true, open_world_hint = true, idempotent_hint = false)
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true, idempotent_hint = false)
     )]
     async fn ssh_session_read(
         &self,
@@ -590,7 +590,7 @@ as read.",
         description = "Resize an interactive session's terminal (the remote side gets a window-change, so `stty size` \
 and full-screen programs follow). Returns the screen after the program redrew.",
         output_schema = schema_for_output::<Resized>(),
-        annotations(destructive_hint = true, open_world_hint = true, idempotent_hint = true)
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true, idempotent_hint = true)
     )]
     async fn ssh_session_resize(
         &self,

@@ -156,7 +156,7 @@ closes.",
         name = "ssh_tunnel_stop",
         description = "Stop a tunnel: its listener closes and the connections it carries end.",
         output_schema = schema_for_output::<TunnelView>(),
-        annotations(destructive_hint = true, open_world_hint = true, idempotent_hint = false)
+        annotations(read_only_hint = false, destructive_hint = false, open_world_hint = true, idempotent_hint = false)
     )]
     async fn ssh_tunnel_stop(
         &self,
