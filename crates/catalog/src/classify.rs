@@ -168,6 +168,12 @@ const NAME_WORDS: &[(&str, Category)] = &[
     ("tree", Category::Read),
     ("stat", Category::Read),
     ("echo", Category::Read),
+    ("convert", Category::Read),
+    ("calculate", Category::Read),
+    ("compute", Category::Read),
+    ("validate", Category::Read),
+    ("parse", Category::Read),
+    ("render", Category::Read),
 ];
 
 /// Description phrases (regexes over the lowercased description) and their categories.
@@ -177,7 +183,10 @@ const DESCRIPTION_PHRASES: &[(&str, Category)] = &[
         r"\b(execut\w*|run\w*|evaluat\w*)\s+(a |an |any |arbitrary |the )?(shell |bash |system |terminal )?(commands?|code|scripts?|programs?)\b",
         Category::Execute,
     ),
-    (r"\bshell commands?\b|\barbitrary code\b", Category::Execute),
+    (
+        r"\bshell commands?\b|\barbitrary code\b|\binteractive (shell|session|terminal)s?\b",
+        Category::Execute,
+    ),
     (
         r"\b(permanently|irreversibl\w*|cannot be undone|overwrites?)\b",
         Category::Destructive,

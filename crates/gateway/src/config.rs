@@ -166,6 +166,50 @@ pub struct ApprovalsConfig {
     pub command: Vec<String>,
 }
 
+/// How tool definitions are pinned against rug pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pinning {
+    /// A tool is trusted as first seen (trust on first use); any later change to its
+    /// definition quarantines it until approved.
+    #[default]
+    FirstUse,
+    /// Nothing is trusted until approved (`toolgate pins approve`): new tools start
+    /// quarantined too.
+    Strict,
+    /// No pinning.
+    Off,
+}
+
+/// The tool catalog: pinning, sanitizing, and the operator's classifications.
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// How definitions are pinned.
+    pub pinning: Pinning,
+    /// Remove invisible characters from the definitions and instructions agents see.
+    pub sanitize: bool,
+    /// A tool list older than this is fetched again before use, for servers that never say
+    /// their list changed.
+    pub relist_interval: Duration,
+    /// Use the built-in entries for known servers (matched by the `serverInfo.name` a
+    /// server reports about itself); off, every tool is classified by heuristics.
+    pub builtin_entries: bool,
+    /// The operator's classifications, final over the built-in ones and the heuristics.
+    pub overrides: Vec<toolgate_catalog::Override>,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> CatalogConfig {
+        CatalogConfig {
+            pinning: Pinning::default(),
+            sanitize: false,
+            relist_interval: Duration::from_secs(300),
+            builtin_entries: true,
+            overrides: Vec::new(),
+        }
+    }
+}
+
 /// Bounds that protect the gateway and its upstreams.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
@@ -202,6 +246,8 @@ pub struct Config {
     pub policy_reload_interval: Duration,
     /// Limits.
     pub limits: LimitsConfig,
+    /// Classification overrides and pinning.
+    pub catalog: CatalogConfig,
     /// Upstream servers in a stable order (by name).
     pub servers: Vec<ServerConfig>,
     /// Grants by name.
@@ -219,6 +265,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     approvals: RawApprovals,
+    #[serde(default)]
+    catalog: RawCatalog,
     servers_from: Option<String>,
     #[serde(default)]
     servers: BTreeMap<String, toml::Spanned<RawServer>>,
@@ -254,6 +302,27 @@ struct RawState {
 struct RawApprovals {
     #[serde(default)]
     command: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    #[serde(default)]
+    pinning: Pinning,
+    #[serde(default)]
+    sanitize: bool,
+    relist_interval: Option<String>,
+    builtin_entries: Option<bool>,
+    #[serde(default)]
+    overrides: BTreeMap<String, RawOverride>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverride {
+    category: Option<Vec<String>>,
+    severity: Option<String>,
+    why: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -479,6 +548,7 @@ impl Config {
                 format!("no grant named {name:?}"),
             ));
         }
+        let catalog = catalog(raw.catalog, &servers).map_err(|(k, m)| invalid(k, None, m))?;
         Ok(Config {
             path: path.to_owned(),
             listen: ListenConfig {
@@ -498,6 +568,7 @@ impl Config {
             },
             policy_reload_interval,
             limits,
+            catalog,
             servers,
             grants,
         })
@@ -507,6 +578,71 @@ impl Config {
     pub fn server(&self, name: &str) -> Option<&ServerConfig> {
         self.servers.iter().find(|s| s.name == name)
     }
+}
+
+/// Validates `[catalog]`; the error names the key.
+fn catalog(raw: RawCatalog, servers: &[ServerConfig]) -> Result<CatalogConfig, (String, String)> {
+    use toolgate_catalog::{Category, Severity};
+    let relist_interval = match &raw.relist_interval {
+        Some(s) => parse_duration(s).map_err(|m| ("catalog.relist_interval".to_owned(), m))?,
+        None => CatalogConfig::default().relist_interval,
+    };
+    let mut overrides = Vec::new();
+    for (key, o) in raw.overrides {
+        let at = |field: &str| format!("catalog.overrides.\"{key}\"{field}");
+        let Some((server, tool)) = key
+            .split_once('/')
+            .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+        else {
+            return Err((at(""), "the key is `server/tool` (or `server/*`)".into()));
+        };
+        if !servers.iter().any(|s| s.name == server) {
+            return Err((at(""), format!("no server named {server:?}")));
+        }
+        let categories = match o.category {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        Category::parse(n).ok_or_else(|| {
+                            let all: Vec<_> = Category::ALL.iter().map(|c| c.as_str()).collect();
+                            (
+                                at(".category"),
+                                format!("unknown category {n:?} (one of {})", all.join(", ")),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let severity = match o.severity {
+            None => None,
+            Some(n) => Some(Severity::parse(&n).ok_or_else(|| {
+                (
+                    at(".severity"),
+                    format!("unknown severity {n:?} (one of low, medium, high, critical)"),
+                )
+            })?),
+        };
+        if categories.is_none() && severity.is_none() {
+            return Err((at(""), "give `category`, `severity` or both".into()));
+        }
+        overrides.push(toolgate_catalog::Override {
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            categories,
+            severity,
+            why: o.why,
+        });
+    }
+    Ok(CatalogConfig {
+        pinning: raw.pinning,
+        sanitize: raw.sanitize,
+        relist_interval,
+        builtin_entries: raw.builtin_entries.unwrap_or(true),
+        overrides,
+    })
 }
 
 impl Default for LimitsConfig {

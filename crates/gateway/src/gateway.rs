@@ -12,6 +12,7 @@ use toolgate_wire::{RawObject, raw};
 use crate::config::{Config, Isolation};
 use crate::grant::{Grant, Grants};
 use crate::guard::Guard;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::session::{Mode, Session};
 use crate::upstream::Upstream;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Policies, rate limits and approvals.
     pub guard: Arc<Guard>,
+    /// Classification and pins of every tool seen.
+    pub inventory: Arc<Inventory>,
     shared: Mutex<HashMap<String, Arc<Upstream>>>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     stateless: Mutex<HashMap<StatelessKey, Arc<Session>>>,
@@ -64,9 +67,10 @@ impl Drop for StreamPermit {
 
 impl Gateway {
     /// A gateway for a validated configuration and the guard built from it.
-    pub fn new(config: Config, guard: Guard) -> Arc<Gateway> {
+    pub fn new(config: Config, guard: Guard, inventory: Inventory) -> Arc<Gateway> {
         Arc::new(Gateway {
             guard: Arc::new(guard),
+            inventory: Arc::new(inventory),
             grants: Grants::new(&config.grants),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -153,6 +157,7 @@ impl Gateway {
             self.config.clone(),
             self.metrics.clone(),
             self.guard.clone(),
+            self.inventory.clone(),
         );
         futures_util::future::join_all(session.upstreams().iter().map(|u| u.settled())).await;
         if mode != Mode::Stateless {
@@ -183,9 +188,21 @@ impl Gateway {
         Ok((session, result))
     }
 
-    /// Re-reads the grants' policy files (off the request threads: it reads files) and tells
-    /// the sessions of every grant whose policy changed that their lists may have changed.
+    /// Re-reads the grants' policy files (off the request threads: it reads files) and the
+    /// pins, and tells the sessions whose lists may have changed: those of every grant whose
+    /// policy changed, and all of them when a pin changed (a tool approved or quarantined).
     pub async fn reload_policies(&self) {
+        match self.inventory.refresh().await {
+            Ok(true) => {
+                let all: Vec<Arc<Session>> =
+                    self.sessions.read().unwrap().values().cloned().collect();
+                for session in all {
+                    session.lists_changed();
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "re-reading tool pins failed"),
+        }
         let guard = self.guard.clone();
         let Ok(changed) = tokio::task::spawn_blocking(move || guard.reload()).await else {
             return;

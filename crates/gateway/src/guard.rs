@@ -151,6 +151,10 @@ pub struct CallInfo<'a> {
     /// Its aggregated name, `server__tool`, whatever endpoint the client used: a rule keyed
     /// by it binds the tool everywhere.
     pub exposed: &'a str,
+    /// The catalog's categories for the tool (empty when unknown).
+    pub categories: &'a [&'static str],
+    /// The catalog's severity for the tool, when known.
+    pub severity: Option<&'static str>,
     /// `params.arguments` as sent.
     pub arguments: Option<&'a RawValue>,
 }
@@ -340,8 +344,8 @@ impl Guard {
             server: call.server,
             tool: call.tool,
             exposed: call.exposed,
-            categories: &[],
-            severity: None,
+            categories: call.categories,
+            severity: call.severity,
             args: &args,
         });
         let refuse = |decision: &'static str, rule: &str, message: String| {

@@ -9,9 +9,11 @@ pub mod downstream;
 pub mod gateway;
 pub mod grant;
 pub mod guard;
+pub mod inventory;
 pub mod metrics;
 pub mod names;
 pub mod session;
+pub mod survey;
 pub mod upstream;
 
 use std::sync::Arc;

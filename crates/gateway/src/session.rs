@@ -16,8 +16,10 @@ use tokio::sync::mpsc;
 use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
 
 use crate::config::Config;
+use crate::config::Pinning;
 use crate::grant::Grant;
-use crate::guard::{self, Admission, CallInfo, Guard};
+use crate::guard::{self, Admission, CallInfo, Guard, Refusal};
+use crate::inventory::{IndexedTool, Inventory, ToolIndex};
 use crate::metrics::Metrics;
 use crate::names;
 use crate::upstream::{Connection, Io, Subscriber, Upstream, UpstreamError, poll_io};
@@ -59,6 +61,7 @@ pub struct Session {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     guard: Arc<Guard>,
+    inventory: Arc<Inventory>,
     outbound: mpsc::Sender<Message>,
     outbound_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
@@ -82,6 +85,7 @@ impl Session {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         guard: Arc<Guard>,
+        inventory: Arc<Inventory>,
     ) -> Arc<Session> {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = Arc::new(Session {
@@ -96,6 +100,7 @@ impl Session {
             config,
             metrics,
             guard,
+            inventory,
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
             server_requests: Mutex::new(HashMap::new()),
@@ -187,8 +192,14 @@ impl Session {
                 if let Some(server_info) = &info.server_info {
                     result.set("serverInfo", server_info.clone());
                 }
-                if let Some(text) = &info.instructions {
-                    result.set_value("instructions", text);
+                // The identity is pinned whether or not the server gives instructions.
+                let trusted = self
+                    .inventory
+                    .instructions_allowed(&self.upstreams[0].name, &info);
+                if let Some(text) = &info.instructions
+                    && trusted
+                {
+                    result.set_value("instructions", &self.inventory.served_instructions(text));
                 }
             }
             None => {
@@ -225,9 +236,14 @@ impl Session {
                 let text: Vec<String> = infos
                     .iter()
                     .filter_map(|(name, i)| {
-                        i.instructions
-                            .as_ref()
-                            .map(|t| format!("## Server {name}\n{t}"))
+                        let trusted = self.inventory.instructions_allowed(name, i);
+                        let t = i.instructions.as_ref()?;
+                        trusted.then(|| {
+                            format!(
+                                "## Server {name}\n{}",
+                                self.inventory.served_instructions(t)
+                            )
+                        })
                     })
                     .collect();
                 if !text.is_empty() {
@@ -354,12 +370,30 @@ impl Session {
                 };
                 let mut pass = None;
                 if method == "tools/call" {
+                    let exposed = names::exposed(&up.name, &original);
+                    let tool = match self.tool_index(&up).await {
+                        Ok(index) => index.get(&original).cloned(),
+                        Err(_) => None,
+                    };
+                    if let Some(refusal) =
+                        self.unusable(&up.name, &original, &exposed, tool.as_deref())
+                    {
+                        return match refusal {
+                            Some(refusal) => {
+                                tracing::warn!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, "call refused: {}", refusal.message);
+                                Some(Message::response(id?, refusal.result()))
+                            }
+                            None => unknown(),
+                        };
+                    }
                     let call = CallInfo {
                         grant: &self.grant,
                         session: &self.id,
                         server: &up.name,
                         tool: &original,
-                        exposed: &names::exposed(&up.name, &original),
+                        exposed: &exposed,
+                        categories: tool.as_ref().map_or(&[], |t| &t.categories[..]),
+                        severity: tool.as_ref().map(|t| t.class.severity.as_str()),
                         arguments: params.get("arguments"),
                     };
                     match self.guard.admit(&call).await {
@@ -477,6 +511,39 @@ impl Session {
         }
     }
 
+    /// Whether a tool may not be called whatever the policy says: `Some(None)` to answer as
+    /// for an unknown tool (the policy hides it), `Some(Some(refusal))` when it is
+    /// quarantined, or unlisted under strict pinning. Checked before the policy so that no
+    /// counter is taken and no human is asked about a call that cannot go through.
+    fn unusable(
+        &self,
+        server: &str,
+        name: &str,
+        exposed: &str,
+        tool: Option<&IndexedTool>,
+    ) -> Option<Option<Refusal>> {
+        let policy = self.guard.policy(&self.grant)?;
+        let refusal = |message: String| Refusal {
+            decision: "quarantined",
+            rule: "(quarantine)".into(),
+            message,
+            policy_version: policy.version.clone(),
+        };
+        match tool {
+            Some(tool) => {
+                if !policy.visible(&target(server, tool, exposed)) {
+                    return Some(None);
+                }
+                let q = self.inventory.quarantine(server, tool)?;
+                Some(Some(refusal(q.reason)))
+            }
+            None if self.config.catalog.pinning == Pinning::Strict => Some(Some(refusal(format!(
+                "tool {name:?} is not in server {server:?}'s tool list; under strict pinning only listed, approved tools may be called"
+            )))),
+            None => None,
+        }
+    }
+
     /// The 2026-07-28 `server/discover` result.
     fn discover(&self) -> Box<RawValue> {
         let mut result = RawObject::new();
@@ -517,6 +584,9 @@ impl Session {
                 }
             },
         };
+        if method == "tools/list" {
+            return self.list_tools(id, offset).await;
+        }
         let fetches = self.upstreams.iter().map(|up| async move {
             let conn = up.connection().ok()?;
             match conn.list(method, field).await {
@@ -557,7 +627,6 @@ impl Session {
                     String::new()
                 };
                 let visible = match field {
-                    "tools" => policy.tool_visible(&up.name, &name, &aggregated),
                     "prompts" => policy.prompt_allowed(&up.name, &name, &aggregated),
                     _ => policy.resource_allowed(&up.name, &name),
                 };
@@ -573,6 +642,83 @@ impl Session {
             }
         }
         self.page(id, field, &items, offset)
+    }
+
+    /// `tools/list`: every live upstream's tools that are neither quarantined nor hidden by
+    /// the grant's policy (which sees each tool's class), renamed when several servers are seen.
+    async fn list_tools(&self, id: Id, offset: usize) -> Message {
+        let fetches = self.upstreams.iter().map(|up| async move {
+            match self.tool_index(up).await {
+                Ok(index) => Some((up.clone(), index)),
+                Err(e) => {
+                    tracing::warn!(server = %up.name, error = %e, "tools/list failed; its tools are left out");
+                    None
+                }
+            }
+        });
+        let indexes = futures_util::future::join_all(fetches).await;
+        let mut items: Vec<Box<RawValue>> = Vec::new();
+        let Some(policy) = self.guard.policy(&self.grant) else {
+            return self.page(id, "tools", &items, offset);
+        };
+        let rename = !self.single();
+        for (up, index) in indexes.into_iter().flatten() {
+            for tool in &index.tools {
+                let exposed = names::exposed(&up.name, &tool.name);
+                if !policy.visible(&target(&up.name, tool, &exposed))
+                    || self.inventory.quarantine(&up.name, tool).is_some()
+                {
+                    continue;
+                }
+                if rename {
+                    match RawObject::from_raw(&tool.raw) {
+                        Ok(mut obj) => {
+                            obj.set_value("name", &exposed);
+                            items.push(obj.to_raw());
+                        }
+                        Err(_) => continue,
+                    }
+                } else {
+                    items.push(tool.raw.clone());
+                }
+            }
+        }
+        self.page(id, "tools", &items, offset)
+    }
+
+    /// The index of an upstream's tools on its current connection: built when the list was
+    /// fetched, fetched again once older than `relist_interval` (some servers never say their
+    /// list changed). A newly quarantined tool makes the upstream's sessions list again.
+    async fn tool_index(&self, up: &Arc<Upstream>) -> Result<Arc<ToolIndex>, UpstreamError> {
+        let conn = up.connection()?;
+        let current = conn.tool_index();
+        if current
+            .as_ref()
+            .is_some_and(|i| i.built.elapsed() >= self.config.catalog.relist_interval)
+        {
+            conn.expire_list("tools/list");
+        }
+        let items = conn.list("tools/list", "tools").await?;
+        if let Some(index) = current.filter(|i| {
+            Arc::ptr_eq(&i.source, &items) && i.names_version == self.inventory.names_version()
+        }) {
+            return Ok(index);
+        }
+        // The shadowing checks compare with the other servers' tool names: learn them first.
+        for other in self.upstreams.iter().filter(|o| o.name != up.name) {
+            if !self.inventory.knows(&other.name)
+                && let Ok(c) = other.connection()
+                && let Ok(other_items) = c.list("tools/list", "tools").await
+            {
+                self.inventory.note_names(&other.name, &other_items);
+            }
+        }
+        let (index, quarantined) = self.inventory.index(&up.name, &conn.info(), &items).await;
+        conn.set_tool_index(index.clone());
+        if quarantined {
+            up.announce_lists_changed();
+        }
+        Ok(index)
     }
 
     /// One page of an aggregated list, with the gateway's own cursor.
@@ -1067,6 +1213,21 @@ impl Session {
         ] {
             self.push_outbound(Message::notification(method, None));
         }
+    }
+}
+
+/// What a policy matches a listed tool against.
+fn target<'a>(
+    server: &'a str,
+    tool: &'a IndexedTool,
+    exposed: &'a str,
+) -> toolgate_policy::Target<'a> {
+    toolgate_policy::Target {
+        server,
+        name: &tool.name,
+        exposed,
+        categories: &tool.categories,
+        severity: Some(tool.class.severity.as_str()),
     }
 }
 

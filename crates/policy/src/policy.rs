@@ -244,13 +244,28 @@ impl TreatmentKind {
 pub struct Treatment {
     /// The strongest effect.
     pub kind: TreatmentKind,
-    /// The rules giving that effect.
+    /// Every effect, strongest first (empty when the tool is simply allowed).
+    pub effects: Vec<TreatmentKind>,
+    /// The rules that apply.
     pub rules: Vec<String>,
 }
 
 impl Treatment {
     fn new(kind: TreatmentKind, rules: Vec<String>) -> Treatment {
-        Treatment { kind, rules }
+        Treatment {
+            kind,
+            effects: vec![kind],
+            rules,
+        }
+    }
+
+    /// The effects for people: `restricted, limited`.
+    pub fn describe(&self) -> String {
+        if self.effects.is_empty() {
+            return self.kind.as_str().to_owned();
+        }
+        let names: Vec<&str> = self.effects.iter().map(|k| k.as_str()).collect();
+        names.join(", ")
     }
 }
 
@@ -447,9 +462,9 @@ impl Policy {
         !self.hidden(t) && (self.default_allow || !self.matching(t).is_empty())
     }
 
-    /// What the policy does with a tool whatever its arguments, for the inventory: the
-    /// strongest of hidden, denied, needs approval, limited and allowed, with the rules that
-    /// say so. Predicates are not evaluated: `require` and `deny_if` make a tool restricted,
+    /// What the policy does with a tool whatever its arguments, for the inventory: hidden, or
+    /// every effect of the rules that select it (denied, needs approval, restricted, limited;
+    /// allowed when none), with the rules. Predicates are not evaluated: `require` and `deny_if` make a tool restricted,
     /// `approve_if` and `approve_unless` make it need approval for some arguments.
     pub fn treatment(&self, t: &Target<'_>) -> Treatment {
         if self.hidden(t) {
@@ -459,16 +474,13 @@ impl Policy {
         if entries.is_empty() && !self.default_allow {
             return Treatment::new(TreatmentKind::Hidden, vec![RULE_DEFAULT_DENY.into()]);
         }
-        let mut kind = TreatmentKind::Allowed;
+        let mut effects: Vec<TreatmentKind> = Vec::new();
         let mut rules: Vec<String> = Vec::new();
-        let mut raise = |k: TreatmentKind, rule: String, kind: &mut TreatmentKind| {
-            if k > *kind {
-                *kind = k;
-                rules.clear();
+        let mut add = |k: TreatmentKind, rule: String| {
+            if !effects.contains(&k) {
+                effects.push(k);
             }
-            if k == *kind {
-                rules.push(rule);
-            }
+            rules.push(rule);
         };
         for r in self
             .all_tools
@@ -476,15 +488,10 @@ impl Policy {
             .chain(entries.iter().map(|e| &e.rules))
         {
             match r.action {
-                Action::Deny => raise(
-                    TreatmentKind::Denied,
-                    format!("{}/action", r.pointer),
-                    &mut kind,
-                ),
-                Action::Approve => raise(
+                Action::Deny => add(TreatmentKind::Denied, format!("{}/action", r.pointer)),
+                Action::Approve => add(
                     TreatmentKind::NeedsApproval,
                     format!("{}/action", r.pointer),
-                    &mut kind,
                 ),
                 Action::Allow => {}
             }
@@ -504,15 +511,11 @@ impl Policy {
             ];
             for (key, n, k) in conditional {
                 if n > 0 {
-                    raise(k, format!("{}/{key}", r.pointer), &mut kind);
+                    add(k, format!("{}/{key}", r.pointer));
                 }
             }
             if !r.limits.is_empty() {
-                raise(
-                    TreatmentKind::Limited,
-                    format!("{}/limits", r.pointer),
-                    &mut kind,
-                );
+                add(TreatmentKind::Limited, format!("{}/limits", r.pointer));
             }
         }
         if rules.is_empty() {
@@ -521,7 +524,16 @@ impl Policy {
                 None => RULE_DEFAULT_ALLOW.into(),
             });
         }
-        Treatment { kind, rules }
+        effects.sort_unstable_by(|a, b| b.cmp(a));
+        // A denied tool is refused whatever else applies.
+        if effects.first() == Some(&TreatmentKind::Denied) {
+            effects.truncate(1);
+        }
+        Treatment {
+            kind: effects.first().copied().unwrap_or(TreatmentKind::Allowed),
+            effects,
+            rules,
+        }
     }
 
     /// Decides a `tools/call`. `now_ms` is the UTC time in milliseconds (windows are computed

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use toolgate_gateway::inventory::Inventory;
 use toolgate_gateway::{Config, Gateway, Guard, grant};
 
+mod catalog;
 mod check;
 mod explain;
 
@@ -76,10 +78,74 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List every server's tools with their category, severity and the evidence, their pin
+    /// state, and what each grant's policy does with them. Starts the servers to ask them.
+    Inventory {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Only this grant's treatment.
+        #[arg(long)]
+        grant: Option<String>,
+        /// Print JSON (the admin API's format).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a starting policy for the configured servers' tools (review it, then attach it
+    /// to a grant): default deny, reads allowed, writes limited, execution limited and
+    /// argument-checked, destructive and critical tools held for approval.
+    Recommend {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Only this server's tools.
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Review pinned tool definitions: list them, show changes, approve changes.
+    Pins {
+        #[command(subcommand)]
+        command: PinsCommand,
+    },
     /// Manage grants.
     Grant {
         #[command(subcommand)]
         command: GrantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PinsCommand {
+    /// Every pin: pinned, changed (quarantined until approved) or new (strict pinning).
+    List {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what changed in definitions waiting for approval.
+    Diff {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// `SERVER/TOOL` (or `SERVER` for the server's identity); all pending when none.
+        targets: Vec<String>,
+    },
+    /// Trust the pending definition of tools (running gateways notice within a second).
+    Approve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// `SERVER/TOOL` (or `SERVER` for the server's identity).
+        targets: Vec<String>,
+        /// Approve everything pending.
+        #[arg(long)]
+        all: bool,
+        /// Approve only if the pending definition has this fingerprint (the one reviewed).
+        #[arg(long)]
+        fingerprint: Option<String>,
     },
 }
 
@@ -186,6 +252,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             explain::run(&config, &grant, &tool, server.as_deref(), &args, json).await
         }
+        Command::Inventory {
+            config,
+            grant,
+            json,
+        } => {
+            let Some(config) = load(&config) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            catalog::inventory(&config, grant.as_deref(), json).await
+        }
+        Command::Recommend { config, server } => {
+            let Some(config) = load(&config) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            catalog::recommend(&config, server.as_deref()).await
+        }
+        Command::Pins { command } => {
+            let path = match &command {
+                PinsCommand::List { config, .. }
+                | PinsCommand::Diff { config, .. }
+                | PinsCommand::Approve { config, .. } => config.clone(),
+            };
+            let Some(config) = load(&path) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            match command {
+                PinsCommand::List { json, .. } => catalog::pins_list(&config, json).await,
+                PinsCommand::Diff { targets, .. } => catalog::pins_diff(&config, &targets).await,
+                PinsCommand::Approve {
+                    targets,
+                    all,
+                    fingerprint,
+                    ..
+                } => catalog::pins_approve(&config, &targets, all, fingerprint.as_deref()).await,
+            }
+        }
         Command::Grant {
             command: GrantCommand::New { name, policy },
         } => {
@@ -213,8 +315,15 @@ async fn start(config: Config) -> Option<Arc<Gateway>> {
             return None;
         }
     };
+    let inventory = match Inventory::open(&config).await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("toolgate: cannot open the pin store: {e}");
+            return None;
+        }
+    };
     let interval = config.policy_reload_interval;
-    let gateway = Gateway::new(config, guard);
+    let gateway = Gateway::new(config, guard, inventory);
     toolgate_gateway::spawn_policy_reloader(&gateway, interval);
     use tokio::signal::unix::{SignalKind, signal};
     if let Ok(mut hup) = signal(SignalKind::hangup()) {

@@ -16,6 +16,7 @@ use toolgate_wire::{Id, Kind, Message, RawObject, raw};
 
 use super::{UPSTREAM_VERSIONS, Upstream, UpstreamError};
 use crate::config::ServerConfig;
+use crate::inventory::ToolIndex;
 
 /// Messages an upstream may send about one request before its response. Beyond this many
 /// unread, notifications are dropped (a progress storm must not grow memory).
@@ -108,6 +109,7 @@ pub struct Connection {
     closed: watch::Sender<Option<String>>,
     upstream: Weak<Upstream>,
     lists: Mutex<HashMap<&'static str, Arc<Vec<Box<RawValue>>>>>,
+    tool_index: Mutex<Option<Arc<ToolIndex>>>,
 }
 
 impl Connection {
@@ -126,6 +128,7 @@ impl Connection {
             closed: watch::channel(None).0,
             upstream,
             lists: Mutex::new(HashMap::new()),
+            tool_index: Mutex::new(None),
         })
     }
 
@@ -458,6 +461,21 @@ impl Connection {
         let items = Arc::new(items);
         self.lists.lock().unwrap().insert(method, items.clone());
         Ok(items)
+    }
+
+    /// The index of this connection's tools, as last built.
+    pub(crate) fn tool_index(&self) -> Option<Arc<ToolIndex>> {
+        self.tool_index.lock().unwrap().clone()
+    }
+
+    /// Keeps the index built from this connection's tool list.
+    pub(crate) fn set_tool_index(&self, index: Arc<ToolIndex>) {
+        *self.tool_index.lock().unwrap() = Some(index);
+    }
+
+    /// Drops a cached list so that the next use fetches it again.
+    pub(crate) fn expire_list(&self, method: &str) {
+        self.lists.lock().unwrap().remove(method);
     }
 
     fn invalidate(&self, notification: &str) {

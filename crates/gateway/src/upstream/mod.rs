@@ -168,6 +168,14 @@ impl Upstream {
         }
     }
 
+    /// Tells this upstream's sessions that their lists may have changed (a tool was
+    /// quarantined or approved).
+    pub fn announce_lists_changed(self: &Arc<Self>) {
+        for sub in self.live_subscribers() {
+            sub.health_changed(self);
+        }
+    }
+
     fn live_subscribers(&self) -> Vec<Arc<dyn Subscriber>> {
         self.subscribers
             .lock()
