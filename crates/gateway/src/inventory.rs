@@ -71,7 +71,8 @@ pub struct Inventory {
     config: CatalogConfig,
     classifier: Classifier,
     store: Arc<dyn PinStore>,
-    pins: RwLock<HashMap<(String, String), PinRecord>>,
+    /// Pins by server, then tool (lookups on the call path borrow, never allocate).
+    pins: RwLock<Pins>,
     generation: Mutex<Option<u64>>,
     /// The latest tool names per server, for shadowing checks, and a version that changes
     /// with them (classifications made before a change are made again).
@@ -82,6 +83,9 @@ pub struct Inventory {
     /// The latest index per server, for the inventory of a running gateway.
     latest: RwLock<HashMap<String, LatestIndex>>,
 }
+
+/// Pin records by server, then tool name.
+type Pins = HashMap<String, HashMap<String, PinRecord>>;
 
 /// A server's handshake and its latest tool index.
 type LatestIndex = (Arc<InitInfo>, Arc<ToolIndex>);
@@ -156,13 +160,13 @@ impl Inventory {
         if *self.generation.lock().unwrap() == Some(generation) {
             return Ok(false);
         }
-        let records: HashMap<(String, String), PinRecord> = self
-            .store
-            .load()
-            .await?
-            .into_iter()
-            .map(|r| ((r.server.clone(), r.tool.clone()), r))
-            .collect();
+        let mut records = Pins::new();
+        for r in self.store.load().await? {
+            records
+                .entry(r.server.clone())
+                .or_default()
+                .insert(r.tool.clone(), r);
+        }
         *self.generation.lock().unwrap() = Some(generation);
         let mut pins = self.pins.write().unwrap();
         // This process's own writes are already known: only others' change anything.
@@ -175,16 +179,18 @@ impl Inventory {
 
     /// The pin record of a tool (the empty name: the server's identity).
     pub fn pin(&self, server: &str, tool: &str) -> Option<PinRecord> {
-        self.pins
-            .read()
-            .unwrap()
-            .get(&(server.to_owned(), tool.to_owned()))
-            .cloned()
+        self.pins.read().unwrap().get(server)?.get(tool).cloned()
     }
 
     /// Every pin record known.
     pub fn pins(&self) -> Vec<PinRecord> {
-        let mut all: Vec<_> = self.pins.read().unwrap().values().cloned().collect();
+        let mut all: Vec<_> = self
+            .pins
+            .read()
+            .unwrap()
+            .values()
+            .flat_map(|tools| tools.values().cloned())
+            .collect();
         all.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
         all
     }
@@ -195,7 +201,7 @@ impl Inventory {
             return None;
         }
         let pins = self.pins.read().unwrap();
-        let record = pins.get(&(server.to_owned(), tool.name.clone()));
+        let record = pins.get(server).and_then(|tools| tools.get(&tool.name));
         match record {
             Some(r) if r.trusts(&tool.fingerprint) => None,
             Some(r) if r.approved.is_some() => Some(Quarantine {
@@ -456,7 +462,9 @@ impl Inventory {
                 self.pins
                     .write()
                     .unwrap()
-                    .insert((r.server.clone(), r.tool.clone()), r);
+                    .entry(r.server.clone())
+                    .or_default()
+                    .insert(r.tool.clone(), r);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording a tool pin failed; the tool is refused until it can be pinned")
