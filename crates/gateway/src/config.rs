@@ -121,6 +121,31 @@ pub struct ListenConfig {
     /// The grant given to requests without a token (for local clients that cannot send
     /// headers). Off by default: then every request needs a token.
     pub anonymous_grant: Option<String>,
+    /// The admin API's listener; off when not configured.
+    pub admin: Option<SocketAddr>,
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Reads the inventory, pins, audit and approvals.
+    Viewer,
+    /// Also edits policies (never sees tokens).
+    PolicyManager,
+    /// Everything: approves pins and calls, manages grants.
+    Admin,
+}
+
+/// One admin API token.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// Its name, for the audit log.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+    /// What it may do.
+    pub role: AdminRole,
 }
 
 /// Where rate-limit counters are kept.
@@ -248,6 +273,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Classification overrides and pinning.
     pub catalog: CatalogConfig,
+    /// Tokens of the admin API.
+    pub admin_tokens: Vec<AdminToken>,
     /// Upstream servers in a stable order (by name).
     pub servers: Vec<ServerConfig>,
     /// Grants by name.
@@ -267,6 +294,8 @@ struct RawConfig {
     approvals: RawApprovals,
     #[serde(default)]
     catalog: RawCatalog,
+    #[serde(default)]
+    admin: RawAdmin,
     servers_from: Option<String>,
     #[serde(default)]
     servers: BTreeMap<String, toml::Spanned<RawServer>>,
@@ -278,6 +307,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawListen {
     mcp: Option<String>,
+    admin: Option<String>,
     #[serde(default)]
     allowed_hosts: Vec<String>,
     #[serde(default)]
@@ -302,6 +332,20 @@ struct RawState {
 struct RawApprovals {
     #[serde(default)]
     command: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    tokens: BTreeMap<String, RawAdminToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdminToken {
+    token_sha256: String,
+    role: AdminRole,
 }
 
 #[derive(Deserialize, Default)]
@@ -549,6 +593,39 @@ impl Config {
             ));
         }
         let catalog = catalog(raw.catalog, &servers).map_err(|(k, m)| invalid(k, None, m))?;
+        let admin = match &raw.listen.admin {
+            None => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "listen.admin".into(),
+                    None,
+                    format!("{a:?} is not an address like 127.0.0.1:8788"),
+                )
+            })?),
+        };
+        let mut admin_tokens = Vec::new();
+        for (name, t) in &raw.admin.tokens {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(t.token_sha256.trim(), &mut hash).map_err(|_| {
+                invalid(
+                    format!("admin.tokens.{name}.token_sha256"),
+                    None,
+                    "expected 64 hex digits (as printed by `toolgate grant new`)".into(),
+                )
+            })?;
+            admin_tokens.push(AdminToken {
+                name: name.clone(),
+                token_sha256: hash,
+                role: t.role,
+            });
+        }
+        if admin.is_some() && admin_tokens.is_empty() {
+            return Err(invalid(
+                "listen.admin".into(),
+                None,
+                "the admin API needs at least one [admin.tokens.NAME]".into(),
+            ));
+        }
         Ok(Config {
             path: path.to_owned(),
             listen: ListenConfig {
@@ -556,6 +633,7 @@ impl Config {
                 allowed_hosts: raw.listen.allowed_hosts,
                 allowed_origins: raw.listen.allowed_origins,
                 anonymous_grant: raw.listen.anonymous_grant,
+                admin,
             },
             state_dir: base.join(raw.state.dir.as_deref().unwrap_or(".toolgate")),
             counters: CountersConfig {
@@ -569,6 +647,7 @@ impl Config {
             policy_reload_interval,
             limits,
             catalog,
+            admin_tokens,
             servers,
             grants,
         })

@@ -214,6 +214,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let local = listener.local_addr()?;
+            if let Some(admin) = gateway.config.listen.admin {
+                let admin = tokio::net::TcpListener::bind(admin)
+                    .await
+                    .with_context(|| format!("cannot listen on {admin} (listen.admin)"))?;
+                let mut stopping = gateway.shutting_down();
+                let stop = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = toolgate_admin::serve(gateway, admin, stop).await {
+                        tracing::error!(error = %e, "the admin API stopped");
+                    }
+                });
+            }
             tracing::info!(listen = %local, servers = gateway.config.servers.len(), grants = gateway.config.grants.len(), "toolgate serving MCP at http://{local}/mcp");
             toolgate_gateway::serve_http(gateway, listener, shutdown, Duration::from_secs(30))
                 .await?;

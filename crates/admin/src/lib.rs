@@ -1,0 +1,245 @@
+//! The admin HTTP API, on its own listener (`[listen] admin`), for operators and the web UI.
+//!
+//! Every request carries an admin token (`Authorization: Bearer`), stored in the config as
+//! SHA-256 and compared in constant time; its role decides what it may do. Host and Origin
+//! are checked as on the MCP listener, so a web page cannot drive the API from a browser.
+//! Bearer tokens are never sent by browsers on their own, so there is no cookie to forge a
+//! request with (the web UI's cookie login will add CSRF checks with it).
+//!
+//! | endpoint | role | does |
+//! |---|---|---|
+//! | `GET /api/inventory` | viewer | every server's tools: class, evidence, pin state, each grant's treatment |
+//! | `GET /api/pins` | viewer | every pin record |
+//! | `POST /api/pins/approve` | admin | `{"server", "tool", "fingerprint"}`: trust a pending definition |
+#![forbid(unsafe_code)]
+// Handlers return their refusal as the `Err` of a `Result<_, Response>`; a response is large,
+// and returned once per request.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use toolgate_gateway::Gateway;
+use toolgate_gateway::config::{AdminRole, AdminToken};
+use toolgate_gateway::grant::token_digest;
+use toolgate_gateway::guard::{load_policy, now_ms};
+use toolgate_gateway::survey;
+
+struct Admin {
+    gateway: Arc<Gateway>,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+}
+
+type Shared = State<Arc<Admin>>;
+
+/// The admin API's router for the listener bound to `local`.
+pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
+    let port = local.port();
+    let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .map(|h| format!("{h}:{port}"))
+        .collect();
+    hosts.extend(gateway.config.listen.allowed_hosts.iter().cloned());
+    let mut origins: Vec<String> = hosts.iter().map(|h| format!("http://{h}")).collect();
+    origins.extend(gateway.config.listen.allowed_origins.iter().cloned());
+    let state = Arc::new(Admin {
+        gateway,
+        hosts,
+        origins,
+    });
+    Router::new()
+        .route("/api/inventory", get(inventory))
+        .route("/api/pins", get(pins))
+        .route("/api/pins/approve", post(approve_pin))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "admin API listening");
+    axum::serve(listener, router(gateway, local))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    reply(status, &json!({"error": message}))
+}
+
+/// Host, Origin, token and role, in that order; the token's name for the log.
+fn authorize(state: &Admin, headers: &HeaderMap, needs: AdminRole) -> Result<String, Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !state.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return Err(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!("Host {host:?} is not allowed"),
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !state.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                &format!("Origin {origin:?} is not allowed"),
+            ));
+        }
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let Some(token) = token.map(str::trim) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "an admin token is required (Authorization: Bearer ...)",
+        ));
+    };
+    let found = find(&state.gateway.config.admin_tokens, token)
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown admin token"))?;
+    if found.role < needs {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this needs the {needs:?} role; token {:?} has {:?}",
+                found.name, found.role
+            ),
+        ));
+    }
+    Ok(found.name.clone())
+}
+
+/// The admin token a bearer token is, comparing every entry in constant time.
+fn find<'a>(tokens: &'a [AdminToken], token: &str) -> Option<&'a AdminToken> {
+    let digest = token_digest(token);
+    let mut found = None;
+    for t in tokens {
+        if bool::from(t.token_sha256.ct_eq(&digest)) {
+            found = Some(t);
+        }
+    }
+    found
+}
+
+async fn inventory(State(state): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers, AdminRole::Viewer) {
+        return r;
+    }
+    let gateway = &state.gateway;
+    let grants: Vec<_> = gateway
+        .config
+        .grants
+        .iter()
+        .map(|g| {
+            let policy = g
+                .policy
+                .as_ref()
+                .and_then(|p| load_policy(p).ok())
+                .map(|(p, _)| Arc::new(p));
+            (g.name.clone(), policy)
+        })
+        .collect();
+    let servers = survey::live(&gateway.config, &gateway.inventory);
+    let report = survey::report(&gateway.config, &gateway.inventory, &servers, &grants);
+    reply(StatusCode::OK, &report)
+}
+
+async fn pins(State(state): Shared, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers, AdminRole::Viewer) {
+        return r;
+    }
+    let all: Vec<Value> = state
+        .gateway
+        .inventory
+        .pins()
+        .iter()
+        .map(|r| {
+            let pinned = |p: &toolgate_state::Pinned| {
+                json!({"fingerprint": p.fingerprint, "at_ms": p.at_ms,
+                    "definition": serde_json::from_str::<Value>(&p.definition).unwrap_or(Value::Null)})
+            };
+            json!({
+                "server": r.server,
+                "tool": r.tool,
+                "status": r.status(),
+                "first_seen_ms": r.first_seen_ms,
+                "approved": r.approved.as_ref().map(pinned),
+                "pending": r.pending.as_ref().map(pinned),
+            })
+        })
+        .collect();
+    reply(StatusCode::OK, &json!({ "pins": all }))
+}
+
+async fn approve_pin(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let who = match authorize(&state, &headers, AdminRole::Admin) {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be JSON: {\"server\", \"tool\", \"fingerprint\"}",
+        );
+    };
+    let (Some(server), tool, fingerprint) = (
+        request["server"].as_str(),
+        request["tool"].as_str().unwrap_or(""),
+        request["fingerprint"].as_str(),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`server` is required (and `tool`: \"\" for the server's identity)",
+        );
+    };
+    let inventory = &state.gateway.inventory;
+    match inventory
+        .store()
+        .approve(server, tool, fingerprint, now_ms())
+        .await
+    {
+        Ok(Some(record)) => {
+            tracing::warn!(target: "toolgate::audit", event = "pin_approved", by = %who, server, tool, "pin approved through the admin API");
+            // Applies at once here; other instances notice through the store.
+            state.gateway.reload_policies().await;
+            let fingerprint = record.approved.map(|a| a.fingerprint);
+            reply(
+                StatusCode::OK,
+                &json!({"approved": {"server": server, "tool": tool, "fingerprint": fingerprint}}),
+            )
+        }
+        Ok(None) => error(
+            StatusCode::CONFLICT,
+            "nothing waits for approval (with that fingerprint)",
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
