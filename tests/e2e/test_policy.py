@@ -717,7 +717,8 @@ def running(gw: Gateway):
 def write_locked(db: Path):
     """Another process holding SQLite's write lock on the state file (as a second toolgate
     stuck mid-transaction would)."""
-    con = sqlite3.connect(str(db), timeout=0, isolation_level=None)
+    # A short wait: the gateway itself writes (audit records) in brief transactions.
+    con = sqlite3.connect(str(db), timeout=5, isolation_level=None)
     try:
         con.execute("BEGIN IMMEDIATE")
         yield

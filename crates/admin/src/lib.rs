@@ -228,6 +228,22 @@ async fn approve_pin(State(state): Shared, headers: HeaderMap, body: Bytes) -> R
     {
         Ok(Some(record)) => {
             tracing::warn!(target: "toolgate::audit", event = "pin_approved", by = %who, server, tool, "pin approved through the admin API");
+            state
+                .gateway
+                .audit
+                .record_later(toolgate_state::AuditRecord {
+                    at_ms: now_ms(),
+                    kind: "admin".into(),
+                    decision: "pin_approved".into(),
+                    grant: Some(format!("admin:{who}")),
+                    server: Some(server.to_owned()),
+                    tool: (!tool.is_empty()).then(|| tool.to_owned()),
+                    message: Some("pin approved through the admin API".into()),
+                    detail: Some(
+                        json!({"fingerprint": record.approved.as_ref().map(|a| &a.fingerprint)}),
+                    ),
+                    ..Default::default()
+                });
             // Applies at once here; other instances notice through the store.
             state.gateway.reload_policies().await;
             let fingerprint = record.approved.map(|a| a.fingerprint);

@@ -191,6 +191,39 @@ pub struct ApprovalsConfig {
     pub command: Vec<String>,
 }
 
+/// When an audit record is on disk relative to the answer it describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Written by a batching writer shortly after (the default; a crash may lose the last
+    /// moment's records).
+    #[default]
+    Batched,
+    /// Committed before the answer is released: no delivered call lacks its record.
+    Strict,
+}
+
+/// The audit log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Batched or strict.
+    pub durability: Durability,
+    /// Records older than this are deleted.
+    pub retention: Duration,
+    /// At most this many records are kept (the oldest go first).
+    pub max_records: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            durability: Durability::Batched,
+            retention: Duration::from_secs(90 * 86_400),
+            max_records: 10_000_000,
+        }
+    }
+}
+
 /// How tool definitions are pinned against rug pulls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -275,6 +308,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Tokens of the admin API.
     pub admin_tokens: Vec<AdminToken>,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Upstream servers in a stable order (by name).
     pub servers: Vec<ServerConfig>,
     /// Grants by name.
@@ -296,6 +331,8 @@ struct RawConfig {
     catalog: RawCatalog,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    audit: RawAudit,
     servers_from: Option<String>,
     #[serde(default)]
     servers: BTreeMap<String, toml::Spanned<RawServer>>,
@@ -332,6 +369,15 @@ struct RawState {
 struct RawApprovals {
     #[serde(default)]
     command: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    durability: Durability,
+    retention: Option<String>,
+    max_records: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -603,6 +649,17 @@ impl Config {
                 )
             })?),
         };
+        let defaults = AuditConfig::default();
+        let audit = AuditConfig {
+            durability: raw.audit.durability,
+            retention: match &raw.audit.retention {
+                Some(s) => {
+                    parse_duration(s).map_err(|m| invalid("audit.retention".into(), None, m))?
+                }
+                None => defaults.retention,
+            },
+            max_records: raw.audit.max_records.unwrap_or(defaults.max_records).max(1),
+        };
         let mut admin_tokens = Vec::new();
         for (name, t) in &raw.admin.tokens {
             let mut hash = [0u8; 32];
@@ -648,6 +705,7 @@ impl Config {
             limits,
             catalog,
             admin_tokens,
+            audit,
             servers,
             grants,
         })

@@ -9,6 +9,7 @@ use rand::RngCore;
 use serde_json::value::RawValue;
 use toolgate_wire::{RawObject, raw};
 
+use crate::audit::AuditLog;
 use crate::config::{Config, Isolation};
 use crate::grant::{Grant, Grants};
 use crate::guard::Guard;
@@ -43,6 +44,8 @@ pub struct Gateway {
     pub guard: Arc<Guard>,
     /// Classification and pins of every tool seen.
     pub inventory: Arc<Inventory>,
+    /// The audit log.
+    pub audit: Arc<AuditLog>,
     shared: Mutex<HashMap<String, Arc<Upstream>>>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     stateless: Mutex<HashMap<StatelessKey, Arc<Session>>>,
@@ -67,10 +70,18 @@ impl Drop for StreamPermit {
 
 impl Gateway {
     /// A gateway for a validated configuration and the guard built from it.
-    pub fn new(config: Config, guard: Guard, inventory: Inventory) -> Arc<Gateway> {
+    pub fn new(
+        config: Config,
+        guard: Guard,
+        inventory: Inventory,
+        audit: Arc<AuditLog>,
+    ) -> Arc<Gateway> {
+        guard.set_audit(audit.clone());
+        inventory.set_audit(audit.clone());
         Arc::new(Gateway {
             guard: Arc::new(guard),
             inventory: Arc::new(inventory),
+            audit,
             grants: Grants::new(&config.grants),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
@@ -158,6 +169,7 @@ impl Gateway {
             self.metrics.clone(),
             self.guard.clone(),
             self.inventory.clone(),
+            self.audit.clone(),
         );
         futures_util::future::join_all(session.upstreams().iter().map(|u| u.settled())).await;
         if mode != Mode::Stateless {
@@ -209,6 +221,17 @@ impl Gateway {
         };
         if changed.is_empty() {
             return;
+        }
+        for path in &changed {
+            let policy = self.guard.policy_at(path);
+            self.audit.record_later(toolgate_state::AuditRecord {
+                at_ms: crate::guard::now_ms(),
+                kind: "admin".into(),
+                decision: "policy_reloaded".into(),
+                policy_version: policy.map(|p| p.version.clone()),
+                message: Some(format!("policy file {} reloaded", path.display())),
+                ..Default::default()
+            });
         }
         let affected: Vec<Arc<Session>> = self
             .sessions

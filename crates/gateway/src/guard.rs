@@ -18,10 +18,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use toolgate_policy::{Approval, Call, CounterRequest, Decision, Policy, Verdict, limit_message};
 use toolgate_state::{
-    CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, SqliteState,
+    AuditRecord, CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, SqliteState,
 };
 use toolgate_wire::raw;
 
+use crate::audit::AuditLog;
 use crate::config::{Config, CounterBackend, StoreFailure};
 use crate::grant::Grant;
 
@@ -62,6 +63,7 @@ pub struct Guard {
     on_store_error: StoreFailure,
     store_timeout: Duration,
     approval_command: Vec<String>,
+    audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
 /// What the session does with a call.
@@ -84,6 +86,8 @@ pub struct Pass {
     pub decision: Decision,
     /// The policy version that decided.
     pub policy_version: String,
+    /// A human approved it.
+    pub approved: bool,
 }
 
 /// How a forwarded call ended, for its counters.
@@ -248,12 +252,22 @@ impl Guard {
             on_store_error: config.counters.on_store_error,
             store_timeout: config.counters.store_timeout,
             approval_command: config.approvals.command.clone(),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where approvals asked and policy reloads are recorded (set once by the gateway).
+    pub fn set_audit(&self, audit: Arc<AuditLog>) {
+        let _ = self.audit.set(audit);
     }
 
     /// The policy in force for a grant; `None` when the grant has none (everything denied).
     pub fn policy(&self, grant: &Grant) -> Option<Arc<Policy>> {
-        let path = grant.policy.as_ref()?;
+        self.policy_at(grant.policy.as_ref()?)
+    }
+
+    /// The policy in force from a policy file.
+    pub fn policy_at(&self, path: &Path) -> Option<Arc<Policy>> {
         self.policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -369,6 +383,7 @@ impl Guard {
             reservation: None,
             policy_version: policy.version.clone(),
             decision,
+            approved: false,
         };
         if !pass.decision.counters.is_empty()
             && let Err(refusal) = self.reserve(&mut pass).await
@@ -382,7 +397,10 @@ impl Guard {
             .ask_approval(call, &args, &pass.decision, &policy, &approval)
             .await;
         let (decision, message) = match answer {
-            Approved::Yes => return Admission::Pass(pass),
+            Approved::Yes => {
+                pass.approved = true;
+                return Admission::Pass(pass);
+            }
             Approved::No(reason) => (
                 "approval_denied",
                 format!("a human denied this call: {reason}"),
@@ -493,6 +511,24 @@ impl Guard {
                 return Approved::Unasked;
             }
         };
+        if let Some(audit) = self.audit.get() {
+            let (arg_keys, args_sha256, _) = crate::audit::describe_args(call.arguments, None);
+            audit.record_later(AuditRecord {
+                at_ms: now_ms(),
+                kind: "call".into(),
+                decision: "approval_pending".into(),
+                grant: Some(call.grant.name.to_string()),
+                session: Some(call.session.to_owned()),
+                server: Some(call.server.to_owned()),
+                method: Some("tools/call".into()),
+                tool: Some(call.tool.to_owned()),
+                rule: Some(decision.rule.clone()),
+                policy_version: Some(policy.version.clone()),
+                arg_keys,
+                args_sha256,
+                ..AuditRecord::default()
+            });
+        }
         let asked = async {
             if let Some(mut stdin) = child.stdin.take() {
                 let _ = stdin.write_all(format!("{request}\n").as_bytes()).await;

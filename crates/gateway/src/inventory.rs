@@ -14,9 +14,12 @@ use std::time::Instant;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use toolgate_catalog::{Classification, Classifier, ServerRef, ToolDef, scan, server_fingerprint};
-use toolgate_state::{MemoryPins, PinRecord, PinStore, Pinned, SqliteState, StoreError};
+use toolgate_state::{
+    AuditRecord, MemoryPins, PinRecord, PinStore, Pinned, SqliteState, StoreError,
+};
 use toolgate_wire::raw;
 
+use crate::audit::AuditLog;
 use crate::config::{CatalogConfig, Config, Pinning};
 use crate::guard::now_ms;
 use crate::upstream::InitInfo;
@@ -82,6 +85,8 @@ pub struct Inventory {
     seen: Mutex<HashMap<(String, String, u64), Arc<IndexedTool>>>,
     /// The latest index per server, for the inventory of a running gateway.
     latest: RwLock<HashMap<String, LatestIndex>>,
+    /// Where quarantines are recorded (set once by the gateway).
+    audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
 /// Pin records by server, then tool name.
@@ -132,6 +137,28 @@ impl Inventory {
             names: RwLock::new((0, HashMap::new())),
             seen: Mutex::new(HashMap::new()),
             latest: RwLock::new(HashMap::new()),
+            audit: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Where quarantines and first pins are recorded.
+    pub fn set_audit(&self, audit: Arc<AuditLog>) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// Records an admin event in the audit log.
+    fn audit_event(&self, decision: &str, server: &str, tool: &str, message: &str, detail: Value) {
+        if let Some(audit) = self.audit.get() {
+            audit.record_later(AuditRecord {
+                at_ms: now_ms(),
+                kind: "admin".into(),
+                decision: decision.into(),
+                server: Some(server.to_owned()),
+                tool: (!tool.is_empty()).then(|| tool.to_owned()),
+                message: Some(message.to_owned()),
+                detail: Some(detail),
+                ..AuditRecord::default()
+            });
         }
     }
 
@@ -418,6 +445,13 @@ impl Inventory {
                     let stored = self.store.record_change(server, &tool.name, seen()).await;
                     if stored.is_ok() {
                         newly_quarantined = true;
+                        self.audit_event(
+                            "tool_quarantined",
+                            server,
+                            &tool.name,
+                            "tool definition changed since it was pinned; quarantined until approved",
+                            serde_json::json!({"pinned": was, "seen": tool.fingerprint}),
+                        );
                         tracing::warn!(
                             target: "toolgate::audit",
                             event = "tool_quarantined",
@@ -440,6 +474,13 @@ impl Inventory {
                             tracing::info!(target: "toolgate::audit", event = "tool_pinned", server, tool = %tool.name, fingerprint = %tool.fingerprint, "tool pinned on first use");
                         } else if r.approved.is_none() {
                             tracing::warn!(target: "toolgate::audit", event = "tool_quarantined", server, tool = %tool.name, seen = %tool.fingerprint, "new tool waits for approval (strict pinning)");
+                            self.audit_event(
+                                "tool_quarantined",
+                                server,
+                                &tool.name,
+                                "new tool waits for approval (strict pinning)",
+                                serde_json::json!({"seen": tool.fingerprint}),
+                            );
                         } else {
                             // Another process pinned another definition first.
                             let again = self.store.record_change(server, &tool.name, seen()).await;
@@ -516,6 +557,13 @@ impl Inventory {
                 this.store.first_sight(&server, "", seen, trust_first).await
             } else {
                 tracing::warn!(target: "toolgate::audit", event = "server_quarantined", server = %server, seen = %fingerprint, "server identity (serverInfo, instructions) changed since it was pinned; its instructions are withheld until approved");
+                this.audit_event(
+                    "server_quarantined",
+                    &server,
+                    "",
+                    "server identity (serverInfo, instructions) changed since it was pinned; its instructions are withheld until approved",
+                    serde_json::json!({"seen": fingerprint}),
+                );
                 this.store.record_change(&server, "", seen).await
             };
             this.remember(stored);

@@ -4,6 +4,7 @@
 //! tokens are mapped, and how upstreams are supervised.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod downstream;
 pub mod gateway;

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use toolgate_state::AuditRecord;
 use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
 
+use crate::audit::{AuditLog, PendingRecord};
 use crate::config::Config;
 use crate::config::Pinning;
 use crate::grant::Grant;
@@ -62,6 +64,7 @@ pub struct Session {
     metrics: Arc<Metrics>,
     guard: Arc<Guard>,
     inventory: Arc<Inventory>,
+    audit: Arc<AuditLog>,
     outbound: mpsc::Sender<Message>,
     outbound_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
@@ -86,6 +89,7 @@ impl Session {
         metrics: Arc<Metrics>,
         guard: Arc<Guard>,
         inventory: Arc<Inventory>,
+        audit: Arc<AuditLog>,
     ) -> Arc<Session> {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = Arc::new(Session {
@@ -101,6 +105,7 @@ impl Session {
             metrics,
             guard,
             inventory,
+            audit,
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
             server_requests: Mutex::new(HashMap::new()),
@@ -352,66 +357,25 @@ impl Session {
                 )
                 .await,
             ),
-            "tools/call" | "prompts/get" => {
+            "tools/call" => {
+                let mut record = self.call_record(id.as_ref(), &params);
+                let reply = self.call_tool(request, params, tx, record.get()).await;
+                record.finish().await;
+                reply
+            }
+            "prompts/get" => {
                 let Some(name) = params.get_str("name") else {
                     return error(
                         ErrorCode::InvalidParams,
                         "params.name must be a string".into(),
                     );
                 };
-                let (list, field, kind) = if method == "tools/call" {
-                    ("tools/list", "tools", "tool")
-                } else {
-                    ("prompts/list", "prompts", "prompt")
-                };
-                let unknown = || error(ErrorCode::InvalidParams, format!("Unknown {kind}: {name}"));
-                let Some((up, original)) = self.route_name(list, field, &name).await else {
+                let unknown = || error(ErrorCode::InvalidParams, format!("Unknown prompt: {name}"));
+                let Some((up, original)) = self.route_name("prompts/list", "prompts", &name).await
+                else {
                     return unknown();
                 };
-                let mut pass = None;
-                if method == "tools/call" {
-                    let exposed = names::exposed(&up.name, &original);
-                    let tool = match self.tool_index(&up).await {
-                        Ok(index) => index.get(&original).cloned(),
-                        Err(_) => None,
-                    };
-                    if let Some(refusal) =
-                        self.unusable(&up.name, &original, &exposed, tool.as_deref())
-                    {
-                        return match refusal {
-                            Some(refusal) => {
-                                tracing::warn!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, "call refused: {}", refusal.message);
-                                Some(Message::response(id?, refusal.result()))
-                            }
-                            None => unknown(),
-                        };
-                    }
-                    let call = CallInfo {
-                        grant: &self.grant,
-                        session: &self.id,
-                        server: &up.name,
-                        tool: &original,
-                        exposed: &exposed,
-                        categories: tool.as_ref().map_or(&[], |t| &t.categories[..]),
-                        severity: tool.as_ref().map(|t| t.class.severity.as_str()),
-                        arguments: params.get("arguments"),
-                    };
-                    match self.guard.admit(&call).await {
-                        Admission::Pass(p) => pass = Some(p),
-                        Admission::Unknown => return unknown(),
-                        Admission::Invalid(why) => {
-                            return error(ErrorCode::InvalidParams, why.into());
-                        }
-                        Admission::Refuse(refusal) => {
-                            tracing::info!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, rule = %refusal.rule, "call refused");
-                            self.metrics
-                                .record_call(&up.name, &original, Duration::ZERO, true);
-                            return Some(Message::response(id?, refusal.result()));
-                        }
-                    }
-                } else if !self.guard.policy(&self.grant).is_some_and(|p| {
-                    p.prompt_allowed(&up.name, &original, &names::exposed(&up.name, &original))
-                }) {
+                if !self.prompt_allowed(&up.name, &original) {
                     return unknown();
                 }
                 let mut request = request;
@@ -420,21 +384,7 @@ impl Session {
                     params.set_value("name", &original);
                     request.set_params(&params);
                 }
-                let started = Instant::now();
-                let reply = self.forward(&up, request, tx).await;
-                if let Some(pass) = pass {
-                    let failed = reply
-                        .as_ref()
-                        .is_none_or(|r| r.is_error() || result_is_error(r));
-                    self.metrics
-                        .record_call(&up.name, &original, started.elapsed(), failed);
-                    let outcome = match &reply {
-                        Some(r) if r.is_error() || is_gateway_failure(r) => guard::Outcome::Failed,
-                        _ => guard::Outcome::Answered,
-                    };
-                    pass.settle(outcome).await;
-                }
-                reply
+                self.forward(&up, request, tx).await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let Some(uri) = params.get_str("uri") else {
@@ -542,6 +492,153 @@ impl Session {
             )))),
             None => None,
         }
+    }
+
+    /// A `tools/call`: route, quarantine, policy, counters and approval, then the upstream.
+    /// Fills in `record` (its audit record) as it goes.
+    async fn call_tool(
+        self: &Arc<Self>,
+        request: Message,
+        params: RawObject,
+        tx: &mpsc::Sender<Message>,
+        record: &mut AuditRecord,
+    ) -> Option<Message> {
+        let id = request.id().cloned();
+        let error = |code: ErrorCode, message: String| {
+            Some(Message::error(id.clone(), code.code(), &message))
+        };
+        let Some(name) = params.get_str("name") else {
+            record.decision = "invalid".into();
+            return error(
+                ErrorCode::InvalidParams,
+                "params.name must be a string".into(),
+            );
+        };
+        record.tool = Some(name.clone());
+        let unknown = |record: &mut AuditRecord| {
+            record.decision = "hidden".into();
+            error(ErrorCode::InvalidParams, format!("Unknown tool: {name}"))
+        };
+        let Some((up, original)) = self.route_name("tools/list", "tools", &name).await else {
+            return unknown(record);
+        };
+        record.server = Some(up.name.to_string());
+        record.tool = Some(original.clone());
+        let exposed = names::exposed(&up.name, &original);
+        let tool = match self.tool_index(&up).await {
+            Ok(index) => index.get(&original).cloned(),
+            Err(_) => None,
+        };
+        let refused = |record: &mut AuditRecord, refusal: &Refusal| {
+            record.decision = refusal.decision.into();
+            record.rule = Some(refusal.rule.clone());
+            record.message = Some(refusal.message.clone());
+            record.policy_version = Some(refusal.policy_version.clone());
+            record.is_error = Some(true);
+            id.clone().map(|id| Message::response(id, refusal.result()))
+        };
+        if let Some(refusal) = self.unusable(&up.name, &original, &exposed, tool.as_deref()) {
+            let Some(refusal) = refusal else {
+                return unknown(record);
+            };
+            tracing::warn!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, "call refused: {}", refusal.message);
+            return refused(record, &refusal);
+        }
+        let call = CallInfo {
+            grant: &self.grant,
+            session: &self.id,
+            server: &up.name,
+            tool: &original,
+            exposed: &exposed,
+            categories: tool.as_ref().map_or(&[], |t| &t.categories[..]),
+            severity: tool.as_ref().map(|t| t.class.severity.as_str()),
+            arguments: params.get("arguments"),
+        };
+        let pass = match self.guard.admit(&call).await {
+            Admission::Pass(p) => p,
+            Admission::Unknown => return unknown(record),
+            Admission::Invalid(why) => {
+                record.decision = "invalid".into();
+                record.message = Some(why.into());
+                return error(ErrorCode::InvalidParams, why.into());
+            }
+            Admission::Refuse(refusal) => {
+                tracing::info!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, rule = %refusal.rule, "call refused");
+                self.metrics
+                    .record_call(&up.name, &original, Duration::ZERO, true);
+                return refused(record, &refusal);
+            }
+        };
+        record.decision = if pass.approved {
+            "approval_granted"
+        } else {
+            "allowed"
+        }
+        .into();
+        record.rule = Some(pass.decision.rule.clone());
+        record.policy_version = Some(pass.policy_version.clone());
+        let mut request = request;
+        if original != name {
+            let mut params = params;
+            params.set_value("name", &original);
+            request.set_params(&params);
+        }
+        let started = Instant::now();
+        let reply = self.forward(&up, request, tx).await;
+        let failed = reply
+            .as_ref()
+            .is_none_or(|r| r.is_error() || result_is_error(r));
+        self.metrics
+            .record_call(&up.name, &original, started.elapsed(), failed);
+        let settle = match &reply {
+            Some(r) if r.is_error() || is_gateway_failure(r) => guard::Outcome::Failed,
+            _ => guard::Outcome::Answered,
+        };
+        pass.settle(settle).await;
+        record.upstream_status = Some(match &reply {
+            None => "no answer".into(),
+            Some(r) if r.is_error() => format!(
+                "error {}",
+                r.error_raw()
+                    .and_then(|e| RawObject::from_raw(e).ok())
+                    .and_then(|e| e.get("code").map(|c| c.get().to_owned()))
+                    .unwrap_or_default()
+            ),
+            Some(r) if is_gateway_failure(r) => "unavailable".into(),
+            Some(_) => "result".into(),
+        });
+        if settle == guard::Outcome::Failed {
+            record.decision = "upstream_error".into();
+        }
+        record.is_error = reply.as_ref().map(result_is_error);
+        reply
+    }
+
+    /// A call's audit record, started before anything is decided: if the work is dropped
+    /// (the client went away), it is still written with what was known.
+    fn call_record(&self, id: Option<&Id>, params: &RawObject) -> PendingRecord {
+        let policy = self.guard.policy(&self.grant);
+        let (arg_keys, args_sha256, args) = crate::audit::describe_args(
+            params.get("arguments"),
+            policy.as_deref().map(|p| p.audit()),
+        );
+        PendingRecord::new(
+            self.audit.clone(),
+            AuditRecord {
+                at_ms: guard::now_ms(),
+                kind: "call".into(),
+                decision: "cancelled".into(),
+                request_id: id.map(|i| i.to_string()),
+                grant: Some(self.grant.name.to_string()),
+                session: Some(self.id.clone()),
+                method: Some("tools/call".into()),
+                policy_version: policy.map(|p| p.version.clone()),
+                arg_keys,
+                args_sha256,
+                args,
+                ..AuditRecord::default()
+            },
+        )
     }
 
     /// The 2026-07-28 `server/discover` result.

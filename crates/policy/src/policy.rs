@@ -171,6 +171,32 @@ pub struct AuditSpec {
     pub redact: Vec<Path>,
 }
 
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "[REDACTED]";
+
+impl AuditSpec {
+    /// The arguments with every `redact` path that exists replaced by `"[REDACTED]"`.
+    pub fn redacted(&self, args: &Value) -> Value {
+        let mut out = args.clone();
+        for path in &self.redact {
+            let Some(steps) = path.arg_steps() else {
+                continue;
+            };
+            let mut at = Some(&mut out);
+            for step in steps {
+                at = at.and_then(|v| match step {
+                    crate::path::Step::Key(k) => v.as_object_mut()?.get_mut(k),
+                    crate::path::Step::Index(i) => v.as_array_mut()?.get_mut(*i),
+                });
+            }
+            if let Some(v) = at {
+                *v = Value::String(REDACTED.into());
+            }
+        }
+        out
+    }
+}
+
 /// One call, as the policy sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {

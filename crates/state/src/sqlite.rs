@@ -12,6 +12,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::audit::{AuditFilter, AuditRecord, AuditSink};
 use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
@@ -48,6 +49,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE generations (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO generations (name, value) VALUES ('pins', 0);",
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        grant_name TEXT,
+        tool TEXT,
+        decision TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at_ms);",
 ];
 
 /// The SQLite state store.
@@ -520,6 +530,127 @@ impl PinStore for SqliteState {
     }
 }
 
+/// Rows per `INSERT` statement when appending audit records (5 parameters each, well under
+/// SQLite's limit): one statement per chunk instead of one per record.
+const AUDIT_ROWS_PER_INSERT: usize = 200;
+
+impl AuditSink for SqliteState {
+    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut conn = self.begin().await?;
+            let result = async {
+                for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+                    let rows = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO audit (at_ms, grant_name, tool, decision, record) VALUES {rows}"
+                    ));
+                    let mut query = sqlx::query(sql);
+                    for r in chunk {
+                        let text = serde_json::to_string(r)
+                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                        query = query
+                            .bind(r.at_ms as i64)
+                            .bind(r.grant.clone())
+                            .bind(r.tool.clone())
+                            .bind(r.decision.clone())
+                            .bind(text);
+                    }
+                    query.execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+        Box::pin(async move {
+            let mut conditions = Vec::new();
+            if filter.grant.is_some() {
+                conditions.push("grant_name = ?");
+            }
+            if filter.tool.is_some() {
+                conditions.push("tool = ?");
+            }
+            if filter.decision.is_some() {
+                conditions.push("decision = ?");
+            }
+            if filter.since_ms.is_some() {
+                conditions.push("at_ms >= ?");
+            }
+            if filter.after_id.is_some() {
+                conditions.push("id > ?");
+            }
+            let clause = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            };
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT id, record FROM audit {clause} ORDER BY id DESC LIMIT ?"
+            ));
+            let mut query = sqlx::query(sql);
+            for value in [&filter.grant, &filter.tool, &filter.decision]
+                .into_iter()
+                .flatten()
+            {
+                query = query.bind(value.clone());
+            }
+            if let Some(since) = filter.since_ms {
+                query = query.bind(since as i64);
+            }
+            if let Some(after) = filter.after_id {
+                query = query.bind(after);
+            }
+            let rows = query
+                .bind(filter.limit.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in rows.iter().rev() {
+                let id: i64 = row.try_get(0).map_err(unavailable)?;
+                let text: String = row.try_get(1).map_err(unavailable)?;
+                let mut record: AuditRecord = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Unavailable(format!("audit record {id}: {e}")))?;
+                record.id = id;
+                records.push(record);
+            }
+            Ok(records)
+        })
+    }
+
+    fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let old = sqlx::query("DELETE FROM audit WHERE at_ms < ?")
+                    .bind(before_ms as i64)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                let over = sqlx::query(
+                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                )
+                .bind(keep.min(i64::MAX as u64) as i64)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                Ok(old + over)
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +672,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reopened.usage(&[a], later).await.unwrap()[0].used, 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_audit_keeps_the_contract() {
+        let dir = std::env::temp_dir().join(format!("toolgate-audit-{}", new_reservation_id()));
+        let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        crate::audit::tests::contract(&store).await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 

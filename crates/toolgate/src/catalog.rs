@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use std::time::Duration;
 use toolgate_catalog::{ServerRef, Subject, ToolDef};
 use toolgate_gateway::Config;
 use toolgate_gateway::config::Pinning;
@@ -12,7 +13,8 @@ use toolgate_gateway::guard::{load_policy, now_ms};
 use toolgate_gateway::inventory::Inventory;
 use toolgate_gateway::survey::{self, ServerView};
 use toolgate_policy::{Policy, utc_rfc3339};
-use toolgate_state::PinRecord;
+
+use toolgate_state::{AuditRecord, AuditSink, PinRecord, SqliteState};
 
 use crate::BAD_CONFIG;
 
@@ -341,10 +343,11 @@ pub async fn pins_approve(
             .approve(&server, &tool, fingerprint, now_ms())
             .await
         {
-            Ok(Some(r)) => println!(
-                "approved {name}: {}",
-                r.approved.map(|a| a.fingerprint).unwrap_or_default()
-            ),
+            Ok(Some(r)) => {
+                let approved = r.approved.map(|a| a.fingerprint).unwrap_or_default();
+                println!("approved {name}: {approved}");
+                record_approval(config, &server, &tool, &approved).await;
+            }
             Ok(None) => {
                 eprintln!(
                     "toolgate pins approve: {name}: nothing waits for approval{}",
@@ -362,6 +365,33 @@ pub async fn pins_approve(
         }
     }
     Ok(code)
+}
+
+/// Records a pin approval made from the command line in the audit log.
+async fn record_approval(config: &Config, server: &str, tool: &str, fingerprint: &str) {
+    let path = config.state_dir.join("state.db");
+    let store = match SqliteState::open(&path, Duration::from_secs(5)).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("toolgate pins approve: the approval is not in the audit log: {e}");
+            return;
+        }
+    };
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let record = AuditRecord {
+        at_ms: now_ms(),
+        kind: "admin".into(),
+        decision: "pin_approved".into(),
+        grant: Some(format!("cli:{who}")),
+        server: Some(server.to_owned()),
+        tool: (!tool.is_empty()).then(|| tool.to_owned()),
+        message: Some("pin approved with toolgate pins approve".into()),
+        detail: Some(json!({"fingerprint": fingerprint})),
+        ..AuditRecord::default()
+    };
+    if let Err(e) = store.append(vec![record]).await {
+        eprintln!("toolgate pins approve: the approval is not in the audit log: {e}");
+    }
 }
 
 /// The inventory with its pins loaded; `None` (after saying why) when pinning is off.

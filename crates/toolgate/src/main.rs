@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use toolgate_gateway::audit::AuditLog;
 use toolgate_gateway::inventory::Inventory;
 use toolgate_gateway::{Config, Gateway, Guard, grant};
+use toolgate_state::SqliteState;
 
+mod audit;
 mod catalog;
 mod check;
 mod explain;
@@ -106,6 +109,35 @@ enum Command {
     Pins {
         #[command(subcommand)]
         command: PinsCommand,
+    },
+    /// Show the audit log: one record per decision and per operator action, newest last.
+    Audit {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Only this grant.
+        #[arg(long)]
+        grant: Option<String>,
+        /// Only this tool (its name on its server).
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only this decision (allowed, denied, hidden, limited, quarantined, approval_pending,
+        /// approval_granted, approval_denied, approval_expired, upstream_error, ...).
+        #[arg(long)]
+        decision: Option<String>,
+        /// Only records this recent (`10m`, `2h`, `7d`) or since this UTC time
+        /// (`2026-12-01T10:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many records (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON lines (one record per line: an export format).
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new records as they are written.
+        #[arg(long)]
+        follow: bool,
     },
     /// Manage grants.
     Grant {
@@ -230,8 +262,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 });
             }
             tracing::info!(listen = %local, servers = gateway.config.servers.len(), grants = gateway.config.grants.len(), "toolgate serving MCP at http://{local}/mcp");
-            toolgate_gateway::serve_http(gateway, listener, shutdown, Duration::from_secs(30))
-                .await?;
+            toolgate_gateway::serve_http(
+                gateway.clone(),
+                listener,
+                shutdown,
+                Duration::from_secs(30),
+            )
+            .await?;
+            flush_audit(&gateway).await;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -251,6 +289,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             gateway.close_all();
             tokio::time::sleep(Duration::from_millis(200)).await;
+            flush_audit(&gateway).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config, policies } => Ok(check::run(config, &policies)),
@@ -266,6 +305,30 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(BAD_CONFIG));
             };
             explain::run(&config, &grant, &tool, server.as_deref(), &args, json).await
+        }
+        Command::Audit {
+            config,
+            grant,
+            tool,
+            decision,
+            since,
+            limit,
+            json,
+            follow,
+        } => {
+            let Some(config) = load(&config) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            let query = audit::Query {
+                grant,
+                tool,
+                decision,
+                since,
+                limit,
+                json,
+                follow,
+            };
+            audit::run(&config, query).await
         }
         Command::Inventory {
             config,
@@ -337,8 +400,16 @@ async fn start(config: Config) -> Option<Arc<Gateway>> {
             return None;
         }
     };
+    let audit =
+        match SqliteState::open(&config.state_dir.join("state.db"), Duration::from_secs(5)).await {
+            Ok(store) => AuditLog::start(Arc::new(store), &config.audit),
+            Err(e) => {
+                eprintln!("toolgate: cannot open the audit log: {e}");
+                return None;
+            }
+        };
     let interval = config.policy_reload_interval;
-    let gateway = Gateway::new(config, guard, inventory);
+    let gateway = Gateway::new(config, guard, inventory, audit);
     toolgate_gateway::spawn_policy_reloader(&gateway, interval);
     use tokio::signal::unix::{SignalKind, signal};
     if let Ok(mut hup) = signal(SignalKind::hangup()) {
@@ -354,6 +425,17 @@ async fn start(config: Config) -> Option<Arc<Gateway>> {
         });
     }
     Some(gateway)
+}
+
+/// Writes the audit records still queued before the process exits (bounded: a store that
+/// cannot be written is not waited for forever).
+async fn flush_audit(gateway: &Gateway) {
+    if tokio::time::timeout(Duration::from_secs(10), gateway.audit.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!("audit records still queued at exit could not be written within 10 s");
+    }
 }
 
 pub(crate) fn load(path: &Path) -> Option<Config> {

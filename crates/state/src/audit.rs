@@ -1,0 +1,197 @@
+//! The audit log: one record per decision the gateway makes, and per operator action.
+//!
+//! Records are appended in batches by one writer (the gateway's `AuditLog`), queried by
+//! `toolgate audit` and the admin API, and pruned by age and count.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::counters::{BoxFuture, StoreError};
+
+/// One audited event. Fields that do not apply are `None` (an admin event has no tool).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Assigned by the store, increasing.
+    #[serde(default)]
+    pub id: i64,
+    /// When it was decided or done (a call: when it was answered), UTC milliseconds.
+    pub at_ms: u64,
+    /// `call` for a client's request, `admin` for an operator's or the gateway's own action.
+    pub kind: String,
+    /// What was decided or done: `allowed`, `denied`, `hidden`, `limited`,
+    /// `approval_pending`, `approval_granted`, `approval_denied`, `approval_expired`,
+    /// `quarantined`, `upstream_error`; for admin events the action (`policy_reloaded`,
+    /// `pin_approved`, `tool_quarantined`, ...).
+    pub decision: String,
+    /// The JSON-RPC id of the client's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The grant (or, for admin events, who acted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// The downstream session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The upstream server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The MCP method (`tools/call`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The tool's name on its server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The rule's JSON pointer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What the agent (or operator) was told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The policy version that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// The top-level argument names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arg_keys: Vec<String>,
+    /// SHA-256 of the arguments as sent (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_sha256: Option<String>,
+    /// The argument values, only when the policy says `audit.values` (redacted paths replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Value>,
+    /// How the upstream answered: `result`, `error <code>`, `timeout`, `unavailable`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<String>,
+    /// From the request's arrival to its answer, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    /// Whether the result said `isError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    /// Details of admin events (old and new versions, fingerprints, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+/// Which records a query returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this grant.
+    pub grant: Option<String>,
+    /// Only this tool (its name on its server).
+    pub tool: Option<String>,
+    /// Only this decision.
+    pub decision: Option<String>,
+    /// Only records at or after this time (UTC ms).
+    pub since_ms: Option<u64>,
+    /// Only records with an id above this (for following).
+    pub after_id: Option<i64>,
+    /// At most this many, the newest (returned oldest first).
+    pub limit: usize,
+}
+
+/// Where audit records go.
+pub trait AuditSink: Send + Sync {
+    /// Appends records, all or none, assigning their ids.
+    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records matching a filter, oldest first.
+    fn query<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>>;
+    /// Deletes records older than `before_ms`, then the oldest beyond `keep` records.
+    /// Returns how many went.
+    fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn record(at: u64, grant: &str, tool: &str, decision: &str) -> AuditRecord {
+        AuditRecord {
+            at_ms: at,
+            kind: "call".into(),
+            decision: decision.into(),
+            grant: Some(grant.into()),
+            tool: Some(tool.into()),
+            arg_keys: vec!["path".into()],
+            args_sha256: Some("ab".repeat(32)),
+            latency_us: Some(1200),
+            ..AuditRecord::default()
+        }
+    }
+
+    /// What every audit sink must do.
+    pub async fn contract(sink: &dyn AuditSink) {
+        sink.append(vec![
+            record(1_000, "alice", "read", "allowed"),
+            record(2_000, "bob", "read", "denied"),
+            record(3_000, "alice", "exec", "approval_expired"),
+        ])
+        .await
+        .unwrap();
+        let all = sink
+            .query(&AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+        assert_eq!(all[0].arg_keys, ["path"]);
+        assert_eq!(all[0].latency_us, Some(1200));
+        let alice = sink
+            .query(&AuditFilter {
+                grant: Some("alice".into()),
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(alice.len(), 2);
+        let since = sink
+            .query(&AuditFilter {
+                since_ms: Some(2_000),
+                decision: Some("denied".into()),
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(since.len(), 1);
+        assert_eq!(since[0].grant.as_deref(), Some("bob"));
+        let after = sink
+            .query(&AuditFilter {
+                after_id: Some(all[1].id),
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].tool.as_deref(), Some("exec"));
+        let newest = sink
+            .query(&AuditFilter {
+                limit: 2,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[1].id, all[2].id, "the newest, oldest first");
+        // By age, then by count.
+        assert_eq!(sink.prune(1_500, 100).await.unwrap(), 1);
+        assert_eq!(sink.prune(0, 1).await.unwrap(), 1);
+        let left = sink
+            .query(&AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].tool.as_deref(), Some("exec"));
+    }
+}
