@@ -1069,21 +1069,30 @@ async def test_conditional_approval_asks_only_for_big_charges_and_never_for_call
     ]
 
 
-async def test_without_an_approver_a_held_call_is_denied(gateway_factory, tmp_path):
+async def test_without_an_approval_command_a_held_call_waits_in_the_queue_and_expires_unanswered(
+    gateway_factory, tmp_path
+):
+    """Without a command the call waits for `toolgate approvals` (tests/e2e/test_approvals.py);
+    nobody answering within the approval's timeout denies it as expired."""
     log = CallLog(tmp_path / "calls.jsonl")
     gw = gateway_factory(policy_server("ssh", log), policy=APPROVE)
     async with connect(gw, mode="2026-07-28") as alice:
+        started = time.monotonic()
         message = assert_denied(
             await alice.call_tool("create_charge", {"amount": 1}),
-            "approval_denied",
+            "approval_expired",
             "/tools/create_charge/action",
             version_of(gw),
         )
-        assert message == "this call needs a human's approval, and no approver is configured"
+        assert 1.8 <= time.monotonic() - started < 10
+        assert message == "the approval request expired without an answer"
     assert not log.entries()
+    assert "call held for a human's approval: toolgate approvals approve" in gw.log()
 
 
-async def test_an_approver_that_cannot_be_started_denies_without_blaming_a_human(gateway_factory, tmp_path):
+async def test_an_approval_command_that_cannot_be_started_leaves_the_call_to_other_approvers(
+    gateway_factory, tmp_path
+):
     log = CallLog(tmp_path / "calls.jsonl")
     gw = gateway_factory(
         policy_server("ssh", log),
@@ -1093,11 +1102,11 @@ async def test_an_approver_that_cannot_be_started_denies_without_blaming_a_human
     async with connect(gw) as alice:
         message = assert_denied(
             await alice.call_tool("create_charge", {"amount": 1}),
-            "approval_denied",
+            "approval_expired",
             "/tools/create_charge/action",
             version_of(gw),
         )
-        assert message == "this call needs a human's approval, and the approver could not be asked; try again later"
+        assert message == "the approval request expired without an answer"
     assert not log.entries()
     # The operator's log says why, with the path resolved against the config file's directory.
     assert "cannot start the approval command" in gw.log()

@@ -11,6 +11,9 @@
 //! | `GET /api/inventory` | viewer | every server's tools: class, evidence, pin state, each grant's treatment |
 //! | `GET /api/pins` | viewer | every pin record |
 //! | `POST /api/pins/approve` | admin | `{"server", "tool", "fingerprint"}`: trust a pending definition |
+//! | `GET /api/approvals` | viewer | calls waiting for a human (`?all=true`: every approval) |
+//! | `GET /api/approvals/{id}` | viewer | one approval: the call, its arguments, its state |
+//! | `POST /api/approvals/{id}/approve`, `.../deny` | admin | `{"reason"}`: let the held call through once, or refuse it |
 #![forbid(unsafe_code)]
 // Handlers return their refusal as the `Err` of a `Result<_, Response>`; a response is large,
 // and returned once per request.
@@ -21,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -60,6 +63,9 @@ pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
         .route("/api/inventory", get(inventory))
         .route("/api/pins", get(pins))
         .route("/api/pins/approve", post(approve_pin))
+        .route("/api/approvals", get(list_approvals))
+        .route("/api/approvals/{id}", get(show_approval))
+        .route("/api/approvals/{id}/{verdict}", post(decide_approval))
         .with_state(state)
 }
 
@@ -255,6 +261,122 @@ async fn approve_pin(State(state): Shared, headers: HeaderMap, body: Bytes) -> R
         Ok(None) => error(
             StatusCode::CONFLICT,
             "nothing waits for approval (with that fingerprint)",
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_approvals(
+    State(state): Shared,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, AdminRole::Viewer) {
+        return r;
+    }
+    match state
+        .gateway
+        .guard
+        .approvals()
+        .list(query.all, now_ms())
+        .await
+    {
+        Ok(all) => reply(StatusCode::OK, &json!({ "approvals": all })),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn show_approval(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers, AdminRole::Viewer) {
+        return r;
+    }
+    match state.gateway.guard.approvals().get(&id, now_ms()).await {
+        Ok(Some(a)) => reply(StatusCode::OK, &json!(a)),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such approval"),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn decide_approval(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path((id, verdict)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let who = match authorize(&state, &headers, AdminRole::Admin) {
+        Ok(who) => who,
+        Err(r) => return r,
+    };
+    let approve = match verdict.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return error(StatusCode::NOT_FOUND, "POST .../approve or .../deny"),
+    };
+    let reason = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => v["reason"].as_str().map(str::to_owned),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be JSON: {\"reason\": \"...\"}",
+                );
+            }
+        }
+    };
+    if !approve && reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a denial needs a `reason` (the agent is told it)",
+        );
+    }
+    let by = format!("admin:{who}");
+    match state
+        .gateway
+        .guard
+        .decide_approval(&id, approve, &by, reason.as_deref())
+        .await
+    {
+        Ok(Some(a)) => {
+            state
+                .gateway
+                .audit
+                .record_later(toolgate_state::AuditRecord {
+                    at_ms: now_ms(),
+                    kind: "admin".into(),
+                    decision: if approve {
+                        "approval_approved"
+                    } else {
+                        "approval_refused"
+                    }
+                    .into(),
+                    grant: Some(by),
+                    session: Some(a.session.clone()),
+                    server: Some(a.server.clone()),
+                    tool: Some(a.tool.clone()),
+                    rule: Some(a.rule.clone()),
+                    policy_version: Some(a.policy_version.clone()),
+                    message: a.reason.clone(),
+                    args_sha256: Some(a.args_sha256.clone()),
+                    detail: Some(json!({"approval": a.id, "for_grant": a.grant})),
+                    ..Default::default()
+                });
+            reply(StatusCode::OK, &json!(a))
+        }
+        Ok(None) => error(
+            StatusCode::CONFLICT,
+            "no pending approval with that id (decided, expired or unknown)",
         ),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use toolgate_policy::{Approval, Call, CounterRequest, Decision, Policy, Verdict, limit_message};
 use toolgate_state::{
-    AuditRecord, CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, SqliteState,
+    Approval as PendingApproval, ApprovalStatus, ApprovalStore, AuditRecord, CounterSpec,
+    CounterStore, MemoryCounters, Reservation, Reserve, SqliteState,
 };
 use toolgate_wire::raw;
 
@@ -63,6 +64,9 @@ pub struct Guard {
     on_store_error: StoreFailure,
     store_timeout: Duration,
     approval_command: Vec<String>,
+    approvals: Arc<dyn ApprovalStore>,
+    /// Woken when an approval is decided in this process.
+    decided: tokio::sync::Notify,
     audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
@@ -161,6 +165,8 @@ pub struct CallInfo<'a> {
     pub severity: Option<&'static str>,
     /// `params.arguments` as sent.
     pub arguments: Option<&'a RawValue>,
+    /// Told the approval's id when the call is held for a human (to keep the client informed).
+    pub on_hold: Option<&'a (dyn Fn(&str) + Send + Sync)>,
 }
 
 /// The current UTC time in milliseconds.
@@ -252,6 +258,11 @@ impl Guard {
             on_store_error: config.counters.on_store_error,
             store_timeout: config.counters.store_timeout,
             approval_command: config.approvals.command.clone(),
+            approvals: Arc::new(
+                SqliteState::open(&config.state_dir.join("state.db"), Duration::from_secs(5))
+                    .await?,
+            ),
+            decided: tokio::sync::Notify::new(),
             audit: std::sync::OnceLock::new(),
         })
     }
@@ -394,7 +405,7 @@ impl Guard {
             return Admission::Pass(pass);
         };
         let answer = self
-            .ask_approval(call, &args, &pass.decision, &policy, &approval)
+            .hold(call, &args, &pass.decision, &policy, &approval)
             .await;
         let (decision, message) = match answer {
             Approved::Yes => {
@@ -409,13 +420,9 @@ impl Guard {
                 "approval_expired",
                 "the approval request expired without an answer".to_owned(),
             ),
-            Approved::NoApprover => (
-                "approval_denied",
-                "this call needs a human's approval, and no approver is configured".to_owned(),
-            ),
             Approved::Unasked => (
                 "approval_denied",
-                "this call needs a human's approval, and the approver could not be asked; try again later"
+                "this call needs a human's approval, and the approval could not be recorded; try again later"
                     .to_owned(),
             ),
         };
@@ -474,7 +481,12 @@ impl Guard {
         }
     }
 
-    async fn ask_approval(
+    /// Holds a call for a human: records a pending approval bound to this exact call (grant,
+    /// session, tool, argument digest, policy version), asks the approval command if one is
+    /// configured, and waits until someone decides (the command, `toolgate approvals`, the
+    /// admin API) or the approval expires. A retry of a call approved after its client gave up
+    /// uses that approval instead of asking again; an approval is used once.
+    async fn hold(
         &self,
         call: &CallInfo<'_>,
         args: &Value,
@@ -482,11 +494,160 @@ impl Guard {
         policy: &Policy,
         approval: &Approval,
     ) -> Approved {
-        let timeout_ms = approval.timeout_ms;
-        let Some((program, rest)) = self.approval_command.split_first() else {
-            return Approved::NoApprover;
+        let now = now_ms();
+        let held = PendingApproval {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            status: ApprovalStatus::Pending,
+            created_ms: now,
+            expires_ms: now + approval.timeout_ms,
+            grant: call.grant.name.to_string(),
+            session: call.session.to_owned(),
+            server: call.server.to_owned(),
+            tool: call.tool.to_owned(),
+            args_sha256: hex::encode(Sha256::digest(
+                call.arguments.map_or("{}", |a| a.get()).as_bytes(),
+            )),
+            arguments: policy.audit().redacted(args),
+            rule: decision.rule.clone(),
+            policy_version: policy.version.clone(),
+            approvers: approval.approvers.clone(),
+            severity: call.severity.map(str::to_owned),
+            decided_by: None,
+            reason: None,
+            decided_ms: None,
         };
+        if let Ok(Some(earlier)) = self.approvals.find_approved(&held, now).await
+            && let Ok(true) = self.approvals.consume(&earlier.id, now).await
+        {
+            tracing::info!(approval = %earlier.id, tool = call.tool, grant = %call.grant.name, "a retry of an approved call uses its approval");
+            return Approved::Yes;
+        }
+        if let Err(e) = self.approvals.create(held.clone()).await {
+            tracing::error!(error = %e, "cannot record the approval request; denying the call");
+            return Approved::Unasked;
+        }
+        tracing::warn!(approval = %held.id, tool = call.tool, grant = %call.grant.name, "call held for a human's approval: toolgate approvals approve {}", held.id);
+        if let Some(audit) = self.audit.get() {
+            audit.record_later(AuditRecord {
+                at_ms: now,
+                kind: "call".into(),
+                decision: "approval_pending".into(),
+                grant: Some(held.grant.clone()),
+                session: Some(held.session.clone()),
+                server: Some(held.server.clone()),
+                method: Some("tools/call".into()),
+                tool: Some(held.tool.clone()),
+                rule: Some(held.rule.clone()),
+                policy_version: Some(held.policy_version.clone()),
+                arg_keys: args
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default(),
+                args_sha256: Some(held.args_sha256.clone()),
+                detail: Some(json!({"approval": held.id, "expires_ms": held.expires_ms})),
+                ..AuditRecord::default()
+            });
+        }
+        if let Some(on_hold) = call.on_hold {
+            on_hold(&held.id);
+        }
+        let command = async {
+            if let Some((approve, reason)) = self
+                .ask_command(call, args, decision, policy, approval, &held)
+                .await
+            {
+                let by = format!("command:{}", self.approval_command[0]);
+                let _ = self
+                    .approvals
+                    .decide(&held.id, approve, &by, reason.as_deref(), now_ms())
+                    .await;
+                self.decided.notify_waiters();
+            }
+            std::future::pending::<()>().await
+        };
+        let wait = async {
+            let mut told = tokio::time::Instant::now();
+            loop {
+                if told.elapsed() >= HOLD_KEEPALIVE
+                    && let Some(on_hold) = call.on_hold
+                {
+                    on_hold(&held.id);
+                    told = tokio::time::Instant::now();
+                }
+                let woken = self.decided.notified();
+                match self.approvals.get(&held.id, now_ms()).await {
+                    Ok(Some(a)) => match a.status {
+                        ApprovalStatus::Pending => {}
+                        ApprovalStatus::Approved => {
+                            return match self.approvals.consume(&held.id, now_ms()).await {
+                                Ok(true) => {
+                                    tracing::info!(approval = %held.id, by = a.decided_by.as_deref().unwrap_or("?"), "call approved");
+                                    Approved::Yes
+                                }
+                                _ => Approved::Expired,
+                            };
+                        }
+                        ApprovalStatus::Denied => {
+                            return Approved::No(
+                                a.reason.unwrap_or_else(|| "no reason given".into()),
+                            );
+                        }
+                        ApprovalStatus::Expired | ApprovalStatus::Used => return Approved::Expired,
+                    },
+                    Ok(None) => return Approved::Expired,
+                    Err(e) => tracing::warn!(error = %e, "reading an approval failed; retrying"),
+                }
+                // Decisions made in this process wake the wait at once; those made by another
+                // process (the CLI, another instance) are seen at the next poll.
+                let _ = tokio::time::timeout(APPROVAL_POLL, woken).await;
+            }
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(approval.timeout_ms + 100);
+        tokio::select! {
+            answer = tokio::time::timeout_at(deadline, wait) => answer.unwrap_or(Approved::Expired),
+            _ = command => unreachable!("the command branch never completes"),
+        }
+    }
+
+    /// Decides a pending approval from this process (the admin API): waiting calls wake at
+    /// once. `None` when there was nothing pending to decide.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        reason: Option<&str>,
+    ) -> Result<Option<PendingApproval>, toolgate_state::StoreError> {
+        let decided = self
+            .approvals
+            .decide(id, approve, by, reason, now_ms())
+            .await?;
+        self.decided.notify_waiters();
+        Ok(decided)
+    }
+
+    /// The approval store (for the admin API and the CLI).
+    pub fn approvals(&self) -> &Arc<dyn ApprovalStore> {
+        &self.approvals
+    }
+
+    /// Asks the approval command, if one is configured: `Some((approved, reason))` once it
+    /// answers, `None` when there is none or it cannot be run (the call then waits for
+    /// another approver).
+    async fn ask_command(
+        &self,
+        call: &CallInfo<'_>,
+        args: &Value,
+        decision: &Decision,
+        policy: &Policy,
+        approval: &Approval,
+        held: &PendingApproval,
+    ) -> Option<(bool, Option<String>)> {
+        let timeout_ms = approval.timeout_ms;
+        let (program, rest) = self.approval_command.split_first()?;
         let request = json!({
+            "approval": held.id,
             "grant": &*call.grant.name,
             "session": call.session,
             "server": call.server,
@@ -507,42 +668,19 @@ impl Guard {
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(program = %program, error = %e, "cannot start the approval command");
-                return Approved::Unasked;
+                tracing::error!(program = %program, error = %e, "cannot start the approval command; the call waits for another approver (toolgate approvals)");
+                return None;
             }
         };
-        if let Some(audit) = self.audit.get() {
-            let (arg_keys, args_sha256, _) = crate::audit::describe_args(call.arguments, None);
-            audit.record_later(AuditRecord {
-                at_ms: now_ms(),
-                kind: "call".into(),
-                decision: "approval_pending".into(),
-                grant: Some(call.grant.name.to_string()),
-                session: Some(call.session.to_owned()),
-                server: Some(call.server.to_owned()),
-                method: Some("tools/call".into()),
-                tool: Some(call.tool.to_owned()),
-                rule: Some(decision.rule.clone()),
-                policy_version: Some(policy.version.clone()),
-                arg_keys,
-                args_sha256,
-                ..AuditRecord::default()
-            });
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(format!("{request}\n").as_bytes()).await;
         }
-        let asked = async {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(format!("{request}\n").as_bytes()).await;
-            }
-            let mut out = Vec::new();
-            if let Some(mut stdout) = child.stdout.take() {
-                let _ = (&mut stdout).take(4096).read_to_end(&mut out).await;
-            }
-            let status = child.wait().await;
-            (status, out)
-        };
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), asked).await {
-            Err(_) => Approved::Expired,
-            Ok((Ok(status), out)) => {
+        let mut out = Vec::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            let _ = (&mut stdout).take(4096).read_to_end(&mut out).await;
+        }
+        match child.wait().await {
+            Ok(status) => {
                 let reason = String::from_utf8_lossy(&out)
                     .lines()
                     .next()
@@ -550,22 +688,21 @@ impl Guard {
                     .chars()
                     .take(500)
                     .collect::<String>();
-                if status.success() {
-                    tracing::info!(tool = call.tool, grant = %call.grant.name, "call approved");
-                    Approved::Yes
-                } else if reason.is_empty() {
-                    Approved::No("no reason given".into())
-                } else {
-                    Approved::No(reason)
-                }
+                Some((status.success(), (!reason.is_empty()).then_some(reason)))
             }
-            Ok((Err(e), _)) => {
-                tracing::error!(program = %program, error = %e, "the approval command failed");
-                Approved::Unasked
+            Err(e) => {
+                tracing::error!(program = %program, error = %e, "the approval command failed; the call waits for another approver");
+                None
             }
         }
     }
 }
+
+/// How often a held call looks at its approval (decisions made in this process wake it at
+/// once).
+const APPROVAL_POLL: Duration = Duration::from_millis(250);
+/// How often a held call's client is told it still waits.
+const HOLD_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// What became of an approval request.
 enum Approved {
@@ -573,7 +710,6 @@ enum Approved {
     /// A human said no, with this reason.
     No(String),
     Expired,
-    NoApprover,
-    /// The approval command could not be run (the operator's log says why).
+    /// The request could not be recorded (the log says why).
     Unasked,
 }

@@ -544,6 +544,20 @@ impl Session {
             tracing::warn!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, "call refused: {}", refusal.message);
             return refused(record, &refusal);
         }
+        // While a human decides, a client that asked for progress hears why it waits (and
+        // its stream stays alive).
+        let progress = request.progress_token();
+        let hold_tx = tx.clone();
+        let on_hold = move |approval: &str| {
+            if let Some(token) = &progress {
+                let params = json!({"progressToken": token, "progress": 0,
+                    "message": format!("waiting for a human's approval ({approval})")});
+                let _ = hold_tx.try_send(Message::notification(
+                    "notifications/progress",
+                    Some(&raw(&params)),
+                ));
+            }
+        };
         let call = CallInfo {
             grant: &self.grant,
             session: &self.id,
@@ -553,6 +567,7 @@ impl Session {
             categories: tool.as_ref().map_or(&[], |t| &t.categories[..]),
             severity: tool.as_ref().map(|t| t.class.severity.as_str()),
             arguments: params.get("arguments"),
+            on_hold: Some(&on_hold),
         };
         let pass = match self.guard.admit(&call).await {
             Admission::Pass(p) => p,

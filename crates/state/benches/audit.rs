@@ -23,7 +23,12 @@ fn record(i: usize) -> AuditRecord {
     AuditRecord {
         at_ms: 1_796_119_200_000 + i as u64,
         kind: "call".into(),
-        decision: if i.is_multiple_of(10) { "denied" } else { "allowed" }.into(),
+        decision: if i.is_multiple_of(10) {
+            "denied"
+        } else {
+            "allowed"
+        }
+        .into(),
         request_id: Some(format!("{i}")),
         grant: Some(format!("agent-{}", i % 16)),
         session: Some(format!("{:032x}", i / 100)),

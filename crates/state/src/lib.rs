@@ -1,13 +1,15 @@
 //! toolgate's state: the stores behind the gateway's promises (rate-limit counters, pinned
-//! tool definitions, the audit log), each behind a trait so that a single instance runs on memory or SQLite
+//! tool definitions, the audit log, approvals), each behind a trait so that a single instance runs on memory or SQLite
 //! and many instances share Redis and PostgreSQL.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod audit;
 pub mod counters;
 pub mod pins;
 pub mod sqlite;
 
+pub use approvals::{Approval, ApprovalStatus, ApprovalStore, MemoryApprovals};
 pub use audit::{AuditFilter, AuditRecord, AuditSink};
 pub use counters::{
     BoxFuture, CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, StoreError, Usage,

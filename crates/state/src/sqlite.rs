@@ -12,6 +12,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::approvals::{Approval, ApprovalStatus, ApprovalStore, expire};
 use crate::audit::{AuditFilter, AuditRecord, AuditSink};
 use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
@@ -58,6 +59,20 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL
     );
     CREATE INDEX audit_at ON audit (at_ms);",
+    "CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        grant_name TEXT NOT NULL,
+        session TEXT NOT NULL,
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        args_sha256 TEXT NOT NULL,
+        policy_version TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX approvals_status ON approvals (status, created_ms);",
 ];
 
 /// The SQLite state store.
@@ -651,6 +666,166 @@ impl AuditSink for SqliteState {
     }
 }
 
+fn approval_of(text: &str, now_ms: u64) -> Result<Approval, StoreError> {
+    let mut a: Approval = serde_json::from_str(text)
+        .map_err(|e| StoreError::Unavailable(format!("approval record: {e}")))?;
+    expire(&mut a, now_ms);
+    Ok(a)
+}
+
+fn encode(a: &Approval) -> Result<String, sqlx::Error> {
+    serde_json::to_string(a).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+impl ApprovalStore for SqliteState {
+    fn create(&self, a: Approval) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                sqlx::query(
+                    "INSERT INTO approvals (id, status, created_ms, expires_ms, grant_name, session, server, tool, args_sha256, policy_version, record)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&a.id)
+                .bind(a.status.as_str())
+                .bind(a.created_ms as i64)
+                .bind(a.expires_ms as i64)
+                .bind(&a.grant)
+                .bind(&a.session)
+                .bind(&a.server)
+                .bind(&a.tool)
+                .bind(&a.args_sha256)
+                .bind(&a.policy_version)
+                .bind(encode(&a)?)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
+        Box::pin(async move {
+            let text: Option<String> =
+                sqlx::query_scalar("SELECT record FROM approvals WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            text.map(|t| approval_of(&t, now_ms)).transpose()
+        })
+    }
+
+    fn list(&self, all: bool, now_ms: u64) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>> {
+        Box::pin(async move {
+            let sql = if all {
+                "SELECT record FROM approvals ORDER BY created_ms DESC LIMIT 1000"
+            } else {
+                "SELECT record FROM approvals WHERE status = 'pending' AND expires_ms > ? ORDER BY created_ms DESC LIMIT 1000"
+            };
+            let mut query = sqlx::query_scalar::<_, String>(sql);
+            if !all {
+                query = query.bind(now_ms as i64);
+            }
+            let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
+            rows.iter().map(|t| approval_of(t, now_ms)).collect()
+        })
+    }
+
+    fn decide<'a>(
+        &'a self,
+        id: &'a str,
+        approve: bool,
+        by: &'a str,
+        reason: Option<&'a str>,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let text: Option<String> = sqlx::query_scalar(
+                    "SELECT record FROM approvals WHERE id = ? AND status = 'pending' AND expires_ms > ?",
+                )
+                .bind(id)
+                .bind(now_ms as i64)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(text) = text else { return Ok(None) };
+                let mut a: Approval = serde_json::from_str(&text)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                a.status = if approve {
+                    ApprovalStatus::Approved
+                } else {
+                    ApprovalStatus::Denied
+                };
+                a.decided_by = Some(by.to_owned());
+                a.reason = reason.map(str::to_owned);
+                a.decided_ms = Some(now_ms);
+                sqlx::query("UPDATE approvals SET status = ?, record = ? WHERE id = ?")
+                    .bind(a.status.as_str())
+                    .bind(encode(&a)?)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(Some(a))
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn consume<'a>(&'a self, id: &'a str, now_ms: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let n = sqlx::query(
+                    "UPDATE approvals SET status = 'used', record = json_set(record, '$.status', 'used')
+                     WHERE id = ? AND status = 'approved' AND expires_ms > ?",
+                )
+                .bind(id)
+                .bind(now_ms as i64)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                Ok(n == 1)
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn find_approved<'a>(
+        &'a self,
+        call: &'a Approval,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
+        Box::pin(async move {
+            let text: Option<String> = sqlx::query_scalar(
+                "SELECT record FROM approvals WHERE status = 'approved' AND expires_ms > ?
+                   AND grant_name = ? AND session = ? AND server = ? AND tool = ? AND args_sha256 = ? AND policy_version = ?
+                 ORDER BY created_ms LIMIT 1",
+            )
+            .bind(now_ms as i64)
+            .bind(&call.grant)
+            .bind(&call.session)
+            .bind(&call.server)
+            .bind(&call.tool)
+            .bind(&call.args_sha256)
+            .bind(&call.policy_version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+            text.map(|t| approval_of(&t, now_ms)).transpose()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +847,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reopened.usage(&[a], later).await.unwrap()[0].used, 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_approvals_keep_the_contract() {
+        let dir = std::env::temp_dir().join(format!("toolgate-approvals-{}", new_reservation_id()));
+        let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        crate::approvals::tests::contract(&store).await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 

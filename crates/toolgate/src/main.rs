@@ -13,6 +13,7 @@ use toolgate_gateway::inventory::Inventory;
 use toolgate_gateway::{Config, Gateway, Guard, grant};
 use toolgate_state::SqliteState;
 
+mod approvals;
 mod audit;
 mod catalog;
 mod check;
@@ -139,10 +140,64 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// The queue of calls held for a human's approval.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Manage grants.
     Grant {
         #[command(subcommand)]
         command: GrantCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Calls waiting for approval (with --all, every approval and how it ended).
+    List {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Also decided, expired and used approvals.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One approval: the call, its arguments, its rule and what became of it.
+    Show {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The approval's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a held call through (that call only, once).
+    Approve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The approval's id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse a held call; the agent is told the reason.
+    Deny {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The approval's id.
+        id: String,
+        /// Why (the agent reads it).
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -329,6 +384,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 follow,
             };
             audit::run(&config, query).await
+        }
+        Command::Approvals { command } => {
+            let path = match &command {
+                ApprovalsCommand::List { config, .. }
+                | ApprovalsCommand::Show { config, .. }
+                | ApprovalsCommand::Approve { config, .. }
+                | ApprovalsCommand::Deny { config, .. } => config.clone(),
+            };
+            let Some(config) = load(&path) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            match command {
+                ApprovalsCommand::List { all, json, .. } => {
+                    approvals::list(&config, all, json).await
+                }
+                ApprovalsCommand::Show { id, json, .. } => {
+                    approvals::show(&config, &id, json).await
+                }
+                ApprovalsCommand::Approve { id, reason, .. } => {
+                    approvals::decide(&config, &id, true, reason.as_deref()).await
+                }
+                ApprovalsCommand::Deny { id, reason, .. } => {
+                    approvals::decide(&config, &id, false, reason.as_deref()).await
+                }
+            }
         }
         Command::Inventory {
             config,

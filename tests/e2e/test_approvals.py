@@ -1,0 +1,195 @@
+"""Approvals bound to the exact call: a held call waits in a queue that `toolgate approvals`
+and the admin API answer; an approval lets that call through once, never a retry with other
+arguments. Real `mcp` clients, the real `toolgate serve`, the policy fixture upstream."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import anyio
+import httpx
+import pytest
+
+from conftest import PYTHON, TOKEN, TOOLGATE, free_port, sha256_hex, wait_for_port
+from test_policy import CallLog, assert_denied, assert_passed, connect, policy_server, version_of
+
+pytestmark = pytest.mark.anyio
+
+RULE = "/tools/create_charge/action"
+HOLD = {
+    "version": "1",
+    "default": "deny",
+    "audit": {"redact": ["args.reason"]},
+    "tools": {
+        "create_charge": {"action": "approve", "approval": {"timeout": "30s", "approvers": ["finance"]}},
+        "list_files": {},
+    },
+}
+ADMIN_TOKEN = "tg_admin_token_approvals"
+
+
+def approvals(gw, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(TOOLGATE), "approvals", *args, "--config", str(gw.config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def pending(gw) -> list[dict]:
+    out = approvals(gw, "list", "--json")
+    assert out.returncode == 0, out
+    return json.loads(out.stdout)["approvals"]
+
+
+async def wait_pending(gw, count: int = 1) -> list[dict]:
+    with anyio.fail_after(10):
+        while len(found := pending(gw)) < count:
+            await anyio.sleep(0.1)
+    return found
+
+
+async def test_a_held_call_is_let_through_once_by_toolgate_approvals_approve(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=HOLD)
+    charge = {"amount": 120, "reason": "team lunch"}
+    results: list = []
+    progress: list[str] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append(message or "")
+
+    async with connect(gw) as alice, anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            results.append(await alice.call_tool("create_charge", charge, progress_callback=on_progress))
+
+        tg.start_soon(call)
+        [held] = await wait_pending(gw)
+        assert held["status"] == "pending"
+        assert (held["grant"], held["server"], held["tool"], held["rule"]) == ("alice", "ssh", "create_charge", RULE)
+        assert held["policy_version"] == version_of(gw)
+        assert held["approvers"] == ["finance"]
+        # The approver sees the arguments, redacted as the policy's audit says.
+        assert held["arguments"] == {"amount": 120, "reason": "[REDACTED]"}
+        assert len(held["args_sha256"]) == 64
+        shown = approvals(gw, "show", held["id"])
+        assert shown.returncode == 0 and '"amount": 120' in shown.stdout, shown
+        assert "ssh/create_charge by grant alice" in shown.stdout
+        assert not log.entries(), "a held call reached the upstream"
+        with anyio.fail_after(5):
+            while not progress:
+                await anyio.sleep(0.05)
+        assert progress[0] == f"waiting for a human's approval ({held['id']})"
+
+        out = approvals(gw, "approve", held["id"], "--reason", "fine")
+        assert out.returncode == 0, out
+        assert out.stdout.startswith(f"approved {held['id']}: ssh/create_charge for grant alice")
+    [result] = results
+    assert_passed(result, "ssh", "create_charge", charge)
+    # Used once: it cannot be approved again, and the list shows how it ended.
+    again = approvals(gw, "approve", held["id"])
+    assert again.returncode == 1 and "is used, not pending" in again.stderr, again
+    everything = json.loads(approvals(gw, "list", "--all", "--json").stdout)["approvals"]
+    assert [(a["status"], a["decided_by"].startswith("cli:")) for a in everything] == [("used", True)]
+    assert pending(gw) == []
+
+
+async def test_a_denial_reaches_the_agent_with_the_humans_reason(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=HOLD)
+    results: list = []
+    async with connect(gw, mode="2026-07-28") as alice, anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            results.append(await alice.call_tool("create_charge", {"amount": 9000}))
+
+        tg.start_soon(call)
+        [held] = await wait_pending(gw)
+        bare = approvals(gw, "deny", held["id"])
+        assert bare.returncode == 2 and "--reason" in bare.stderr, bare
+        out = approvals(gw, "deny", held["id"], "--reason", "over the self-service limit")
+        assert out.returncode == 0, out
+    message = assert_denied(results[0], "approval_denied", RULE, version_of(gw))
+    assert message == "a human denied this call: over the self-service limit"
+    assert not log.entries()
+
+
+async def test_an_approval_binds_the_exact_call_a_retry_with_other_arguments_asks_again(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=HOLD)
+    first = {"amount": 50, "reason": "books"}
+    async with connect(gw) as alice:
+        # The agent gives up waiting; the approval stays in the queue.
+        with anyio.move_on_after(1.0):
+            await alice.call_tool("create_charge", first)
+        [held] = await wait_pending(gw)
+        assert approvals(gw, "approve", held["id"]).returncode == 0
+        # The same call again (same session, same arguments): it goes through on that approval,
+        # without asking anyone.
+        started = time.monotonic()
+        assert_passed(await alice.call_tool("create_charge", first), "ssh", "create_charge", first)
+        assert time.monotonic() - started < 5
+        assert pending(gw) == []
+        # Once: the same call a third time is held again.
+        results: list = []
+        async with anyio.create_task_group() as tg:
+
+            async def call(args: dict) -> None:
+                results.append(await alice.call_tool("create_charge", args))
+
+            tg.start_soon(call, first)
+            [again] = await wait_pending(gw)
+            assert again["id"] != held["id"]
+            assert approvals(gw, "deny", again["id"], "--reason", "once is enough").returncode == 0
+        assert_denied(results[0], "approval_denied", RULE)
+        # Other arguments: a new question, not the old answer.
+        with anyio.move_on_after(1.0):
+            await alice.call_tool("create_charge", {"amount": 5000, "reason": "books"})
+        [other] = await wait_pending(gw)
+        assert other["arguments"]["amount"] == 5000 and other["id"] not in (held["id"], again["id"])
+        assert other["arguments"]["reason"] == "[REDACTED]"
+    assert [e["args"] for e in log.entries("create_charge")] == [first]
+
+
+async def test_the_admin_api_lists_and_decides_approvals_and_wakes_the_held_call_at_once(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    port = free_port()
+    gw = gateway_factory(
+        policy_server("ssh", log),
+        policy=HOLD,
+        listen_extra=f'admin = "127.0.0.1:{port}"',
+        extra=f'\n[admin.tokens.ops]\ntoken_sha256 = "{sha256_hex(ADMIN_TOKEN)}"\nrole = "admin"\n',
+    )
+    wait_for_port(port, gw.proc)
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    results: list = []
+    async with connect(gw) as alice, anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            results.append(await alice.call_tool("create_charge", {"amount": 7}))
+
+        tg.start_soon(call)
+        with anyio.fail_after(10):
+            while not (listed := httpx.get(base + "/api/approvals", headers=auth, timeout=5).json()["approvals"]):
+                await anyio.sleep(0.1)
+        [held] = listed
+        one = httpx.get(f"{base}/api/approvals/{held['id']}", headers=auth, timeout=5)
+        assert one.status_code == 200 and one.json()["arguments"] == {"amount": 7}
+        assert httpx.post(f"{base}/api/approvals/{held['id']}/deny", headers=auth, json={}, timeout=5).status_code == 400
+        started = time.monotonic()
+        ok = httpx.post(f"{base}/api/approvals/{held['id']}/approve", headers=auth, json={"reason": "ok"}, timeout=5)
+        assert ok.status_code == 200 and ok.json()["status"] == "approved", ok.text
+        with anyio.fail_after(5):
+            while not results:
+                await anyio.sleep(0.01)
+        # Woken in-process, not at the next poll.
+        assert time.monotonic() - started < 0.25 + 0.5
+        conflict = httpx.post(f"{base}/api/approvals/{held['id']}/approve", headers=auth, timeout=5)
+        assert conflict.status_code == 409
+        assert httpx.get(f"{base}/api/approvals/nope", headers=auth, timeout=5).status_code == 404
+    assert_passed(results[0], "ssh", "create_charge", {"amount": 7})
