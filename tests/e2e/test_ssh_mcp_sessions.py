@@ -9,6 +9,7 @@ ports bound by the server). Programs the tests drive (vim, top, rsync) must be i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -18,9 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
-from conftest import require, toml_str
+from conftest import TOOLGATE, require, toml_str
 from sshd import Sshd
 from test_ssh_mcp import ssh_mcp, text_of, write_config
 
@@ -423,10 +425,50 @@ async def test_toolgate_fronts_ssh_mcp_with_the_quickstart_policy(tmp_path, sshd
         ok = await client.call_tool(tool("ssh_exec"), {"credentialName": "localhost", "command": "echo hi; uname -s"})
         assert not ok.is_error, text_of(ok)
         assert ok.structured_content["stdout"] == "hi\nLinux\n"
-        # Anything else needs an approver, and the quick start has none: refused, never run.
+        # Anything else waits for a human (`toolgate approvals`): denied, it never runs;
+        # approved, it runs once.
         marker = tmp_path / "never-created"
-        held = await client.call_tool(tool("ssh_exec"), {"credentialName": "localhost", "command": f"touch {marker}"})
-        assert held.is_error and "approv" in text_of(held), text_of(held)
+        approved_marker = tmp_path / "created-once-approved"
+
+        def pending() -> list[dict]:
+            out = subprocess.run(
+                [str(TOOLGATE), "approvals", "list", "--json", "--config", str(gw.config)],
+                capture_output=True, text=True, timeout=30,
+            )
+            assert out.returncode == 0, out
+            return json.loads(out.stdout)["approvals"]
+
+        def decide(verdict: str, *extra: str) -> None:
+            deadline = time.monotonic() + 20
+            while not (found := pending()):
+                assert time.monotonic() < deadline, "the held call never reached the approvals queue"
+                time.sleep(0.1)
+            [held_call] = found
+            assert held_call["tool"] == "ssh_exec" and held_call["severity"] == "critical", held_call
+            out = subprocess.run(
+                [str(TOOLGATE), "approvals", verdict, held_call["id"], "--config", str(gw.config), *extra],
+                capture_output=True, text=True, timeout=30,
+            )
+            assert out.returncode == 0, out
+
+        results: list = []
+        for command, verdict, extra in [
+            (f"touch {marker}", "deny", ("--reason", "not today")),
+            (f"touch {approved_marker}", "approve", ()),
+        ]:
+            async with anyio.create_task_group() as tg:
+
+                async def call(command: str = command) -> None:
+                    results.append(
+                        await client.call_tool(tool("ssh_exec"), {"credentialName": "localhost", "command": command})
+                    )
+
+                tg.start_soon(call)
+                await anyio.to_thread.run_sync(decide, verdict, *extra)
+        denied, approved = results
+        assert denied.is_error and "a human denied this call: not today" in text_of(denied), text_of(denied)
+        assert not approved.is_error, text_of(approved)
+        assert approved_marker.exists()
         bad = await client.call_tool(tool("ssh_exec"), {"credentialName": "localhost", "command": "shutdown -h now"})
         assert bad.is_error and "shutdown" in text_of(bad)
         other = await client.call_tool(tool("ssh_exec"), {"credentialName": "elsewhere", "command": "ls"})

@@ -31,34 +31,24 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use toolgate_gateway::Gateway;
+use toolgate_gateway::audit::approval_decision;
 use toolgate_gateway::config::{AdminRole, AdminToken};
+use toolgate_gateway::downstream::access::{HostCheck, bearer};
 use toolgate_gateway::grant::token_digest;
 use toolgate_gateway::guard::{load_policy, now_ms};
 use toolgate_gateway::survey;
 
 struct Admin {
     gateway: Arc<Gateway>,
-    hosts: Vec<String>,
-    origins: Vec<String>,
+    access: HostCheck,
 }
 
 type Shared = State<Arc<Admin>>;
 
 /// The admin API's router for the listener bound to `local`.
 pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
-    let port = local.port();
-    let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
-        .iter()
-        .map(|h| format!("{h}:{port}"))
-        .collect();
-    hosts.extend(gateway.config.listen.allowed_hosts.iter().cloned());
-    let mut origins: Vec<String> = hosts.iter().map(|h| format!("http://{h}")).collect();
-    origins.extend(gateway.config.listen.allowed_origins.iter().cloned());
-    let state = Arc::new(Admin {
-        gateway,
-        hosts,
-        origins,
-    });
+    let access = HostCheck::for_listener(&gateway.config, local.port());
+    let state = Arc::new(Admin { gateway, access });
     Router::new()
         .route("/api/inventory", get(inventory))
         .route("/api/pins", get(pins))
@@ -97,33 +87,11 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// Host, Origin, token and role, in that order; the token's name for the log.
 fn authorize(state: &Admin, headers: &HeaderMap, needs: AdminRole) -> Result<String, Response> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if !state.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-        return Err(error(
-            StatusCode::MISDIRECTED_REQUEST,
-            &format!("Host {host:?} is not allowed"),
-        ));
+    if let Some((status, message)) = state.access.refusal(headers) {
+        return Err(error(status, &message));
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default();
-        if !state.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-            return Err(error(
-                StatusCode::FORBIDDEN,
-                &format!("Origin {origin:?} is not allowed"),
-            ));
-        }
-    }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let Some(token) = token.map(str::trim) else {
+    let token = bearer(headers);
+    let Some(token) = token else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "an admin token is required (Authorization: Bearer ...)",
@@ -187,20 +155,7 @@ async fn pins(State(state): Shared, headers: HeaderMap) -> Response {
         .inventory
         .pins()
         .iter()
-        .map(|r| {
-            let pinned = |p: &toolgate_state::Pinned| {
-                json!({"fingerprint": p.fingerprint, "at_ms": p.at_ms,
-                    "definition": serde_json::from_str::<Value>(&p.definition).unwrap_or(Value::Null)})
-            };
-            json!({
-                "server": r.server,
-                "tool": r.tool,
-                "status": r.status(),
-                "first_seen_ms": r.first_seen_ms,
-                "approved": r.approved.as_ref().map(pinned),
-                "pending": r.pending.as_ref().map(pinned),
-            })
-        })
+        .map(survey::pin_json)
         .collect();
     reply(StatusCode::OK, &json!({ "pins": all }))
 }
@@ -352,26 +307,7 @@ async fn decide_approval(
             state
                 .gateway
                 .audit
-                .record_later(toolgate_state::AuditRecord {
-                    at_ms: now_ms(),
-                    kind: "admin".into(),
-                    decision: if approve {
-                        "approval_approved"
-                    } else {
-                        "approval_refused"
-                    }
-                    .into(),
-                    grant: Some(by),
-                    session: Some(a.session.clone()),
-                    server: Some(a.server.clone()),
-                    tool: Some(a.tool.clone()),
-                    rule: Some(a.rule.clone()),
-                    policy_version: Some(a.policy_version.clone()),
-                    message: a.reason.clone(),
-                    args_sha256: Some(a.args_sha256.clone()),
-                    detail: Some(json!({"approval": a.id, "for_grant": a.grant})),
-                    ..Default::default()
-                });
+                .record_later(approval_decision(&a, approve, &by));
             reply(StatusCode::OK, &json!(a))
         }
         Ok(None) => error(

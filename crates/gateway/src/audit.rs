@@ -175,6 +175,31 @@ impl Drop for PendingRecord {
     }
 }
 
+/// The admin record of a human's decision on an approval (the call's own record follows
+/// when the held call ends).
+pub fn approval_decision(a: &toolgate_state::Approval, approve: bool, by: &str) -> AuditRecord {
+    AuditRecord {
+        at_ms: now_ms(),
+        kind: "admin".into(),
+        decision: if approve {
+            "approval_approved"
+        } else {
+            "approval_refused"
+        }
+        .into(),
+        grant: Some(by.to_owned()),
+        session: Some(a.session.clone()),
+        server: Some(a.server.clone()),
+        tool: Some(a.tool.clone()),
+        rule: Some(a.rule.clone()),
+        policy_version: Some(a.policy_version.clone()),
+        message: a.reason.clone(),
+        args_sha256: Some(a.args_sha256.clone()),
+        detail: Some(serde_json::json!({"approval": a.id, "for_grant": a.grant})),
+        ..AuditRecord::default()
+    }
+}
+
 /// What the audit keeps of a call's arguments: the top-level keys, the SHA-256 of the
 /// arguments as sent, and the values only when the policy says `audit.values` (with its
 /// `redact` paths replaced).

@@ -221,3 +221,23 @@ fn pin_state(inventory: &Inventory, server: &str, tool: &str, fingerprint: &str)
         }
     }
 }
+
+/// A pin record as JSON (for `toolgate pins list --json` and the admin API): times as UTC
+/// text, definitions as JSON.
+pub fn pin_json(r: &toolgate_state::PinRecord) -> Value {
+    let pinned = |p: &toolgate_state::Pinned| {
+        json!({
+            "fingerprint": p.fingerprint,
+            "at": toolgate_policy::utc_rfc3339(p.at_ms),
+            "definition": serde_json::from_str::<Value>(&p.definition).unwrap_or(Value::Null),
+        })
+    };
+    json!({
+        "server": r.server,
+        "tool": r.tool,
+        "status": r.status(),
+        "first_seen": toolgate_policy::utc_rfc3339(r.first_seen_ms),
+        "approved": r.approved.as_ref().map(pinned),
+        "pending": r.pending.as_ref().map(pinned),
+    })
+}

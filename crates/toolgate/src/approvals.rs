@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use toolgate_gateway::Config;
+use toolgate_gateway::audit::approval_decision;
 use toolgate_gateway::guard::now_ms;
 use toolgate_policy::utc_rfc3339;
-use toolgate_state::{Approval, ApprovalStore, AuditRecord, AuditSink, SqliteState};
+use toolgate_state::{Approval, ApprovalStore, AuditSink, SqliteState};
 
 use crate::BAD_CONFIG;
 
@@ -141,27 +142,7 @@ pub async fn decide(
 }
 
 async fn record(store: &SqliteState, a: &Approval, approve: bool, who: &str) {
-    let event = AuditRecord {
-        at_ms: now_ms(),
-        kind: "admin".into(),
-        decision: if approve {
-            "approval_approved"
-        } else {
-            "approval_refused"
-        }
-        .into(),
-        grant: Some(who.to_owned()),
-        session: Some(a.session.clone()),
-        server: Some(a.server.clone()),
-        tool: Some(a.tool.clone()),
-        rule: Some(a.rule.clone()),
-        policy_version: Some(a.policy_version.clone()),
-        message: a.reason.clone(),
-        args_sha256: Some(a.args_sha256.clone()),
-        detail: Some(json!({"approval": a.id, "for_grant": a.grant})),
-        ..AuditRecord::default()
-    };
-    if let Err(e) = store.append(vec![event]).await {
+    if let Err(e) = store.append(vec![approval_decision(a, approve, who)]).await {
         eprintln!("toolgate approvals: the decision is not in the audit log: {e}");
     }
 }

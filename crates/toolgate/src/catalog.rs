@@ -225,7 +225,7 @@ pub async fn pins_list(config: &Config, as_json: bool) -> anyhow::Result<ExitCod
     };
     let pins = inventory.pins();
     if as_json {
-        let all: Vec<Value> = pins.iter().map(record_json).collect();
+        let all: Vec<Value> = pins.iter().map(survey::pin_json).collect();
         println!("{}", serde_json::to_string_pretty(&json!({"pins": all}))?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -411,24 +411,6 @@ fn target_name(r: &PinRecord) -> String {
     } else {
         format!("{}/{}", r.server, r.tool)
     }
-}
-
-fn record_json(r: &PinRecord) -> Value {
-    let pinned = |p: &toolgate_state::Pinned| {
-        json!({
-            "fingerprint": p.fingerprint,
-            "at": utc_rfc3339(p.at_ms),
-            "definition": serde_json::from_str::<Value>(&p.definition).unwrap_or(Value::Null),
-        })
-    };
-    json!({
-        "server": r.server,
-        "tool": r.tool,
-        "status": r.status(),
-        "first_seen": utc_rfc3339(r.first_seen_ms),
-        "approved": r.approved.as_ref().map(pinned),
-        "pending": r.pending.as_ref().map(pinned),
-    })
 }
 
 /// `sha256:` and the first 12 hex digits.

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use toolgate_wire::{ErrorCode, Id, Kind, Limits, Message, sse};
 
+use crate::downstream::access::{HostCheck, bearer};
 use crate::gateway::{Gateway, OpenError, StreamPermit};
 use crate::grant::Grant;
 use crate::session::{HANDSHAKE_VERSIONS, Mode, STATELESS_VERSION, Session};
@@ -35,8 +36,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 
 struct AppState {
     gateway: Arc<Gateway>,
-    hosts: Vec<String>,
-    origins: Vec<String>,
+    access: HostCheck,
     anonymous: Option<Arc<Grant>>,
 }
 
@@ -44,17 +44,7 @@ type Shared = State<Arc<AppState>>;
 
 /// The router for the MCP listener bound to `local`.
 pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
-    let port = local.port();
-    let mut hosts: Vec<String> = ["127.0.0.1", "localhost", "[::1]"]
-        .iter()
-        .map(|h| format!("{h}:{port}"))
-        .collect();
-    if port == 80 {
-        hosts.extend(["127.0.0.1", "localhost", "[::1]"].map(String::from));
-    }
-    hosts.extend(gateway.config.listen.allowed_hosts.iter().cloned());
-    let mut origins: Vec<String> = hosts.iter().map(|h| format!("http://{h}")).collect();
-    origins.extend(gateway.config.listen.allowed_origins.iter().cloned());
+    let access = HostCheck::for_listener(&gateway.config, local.port());
     let anonymous = gateway
         .config
         .listen
@@ -63,8 +53,7 @@ pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
         .and_then(|name| gateway.grants.by_name(name));
     let state = Arc::new(AppState {
         gateway,
-        hosts,
-        origins,
+        access,
         anonymous,
     });
     Router::new()
@@ -135,44 +124,19 @@ fn json_response(status: StatusCode, message: &Message) -> Response {
 }
 
 fn check_host_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if !state.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-        return Err(rpc_error(
-            StatusCode::MISDIRECTED_REQUEST,
-            None,
-            ErrorCode::InvalidRequest,
-            &format!("Host {host:?} is not allowed"),
-        ));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default();
-        if !state.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-            return Err(rpc_error(
-                StatusCode::FORBIDDEN,
-                None,
-                ErrorCode::InvalidRequest,
-                &format!("Origin {origin:?} is not allowed"),
-            ));
+    match state.access.refusal(headers) {
+        None => Ok(()),
+        Some((status, message)) => {
+            Err(rpc_error(status, None, ErrorCode::InvalidRequest, &message))
         }
     }
-    Ok(())
 }
 
 /// Host, Origin and grant, in that order.
 fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Grant>, Response> {
     check_host_origin(state, headers)?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let grant = match token {
-        Some(token) => state.gateway.grants.authenticate(token.trim()),
+    let grant = match bearer(headers) {
+        Some(token) => state.gateway.grants.authenticate(token),
         None => state.anonymous.clone(),
     };
     grant.ok_or_else(|| {

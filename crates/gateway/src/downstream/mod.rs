@@ -1,4 +1,5 @@
 //! Transports towards MCP clients.
 
+pub mod access;
 pub mod http;
 pub mod stdio;
