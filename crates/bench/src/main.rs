@@ -69,16 +69,18 @@ enum Mode {
     GwHttpHttp,
     GwHttpStdio,
     GwHttpStdioPolicy,
+    GwHttpStdioNoAudit,
     DirectStdio,
     GwStdio,
 }
 
-const MODES: [Mode; 7] = [
+const MODES: [Mode; 8] = [
     Mode::Bare,
     Mode::DirectHttp,
     Mode::GwHttpHttp,
     Mode::GwHttpStdio,
     Mode::GwHttpStdioPolicy,
+    Mode::GwHttpStdioNoAudit,
     Mode::DirectStdio,
     Mode::GwStdio,
 ];
@@ -91,6 +93,7 @@ impl Mode {
             Mode::GwHttpHttp => "toolgate HTTP -> HTTP upstream",
             Mode::GwHttpStdio => "toolgate HTTP -> stdio upstream",
             Mode::GwHttpStdioPolicy => "  same, policy + 2 limits",
+            Mode::GwHttpStdioNoAudit => "  same, audit off",
             Mode::DirectStdio => "direct stdio",
             Mode::GwStdio => "toolgate stdio -> stdio upstream",
         }
@@ -100,9 +103,10 @@ impl Mode {
     /// transport.
     fn baseline(self) -> Option<Mode> {
         match self {
-            Mode::GwHttpHttp | Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
-                Some(Mode::DirectHttp)
-            }
+            Mode::GwHttpHttp
+            | Mode::GwHttpStdio
+            | Mode::GwHttpStdioPolicy
+            | Mode::GwHttpStdioNoAudit => Some(Mode::DirectHttp),
             Mode::GwStdio => Some(Mode::DirectStdio),
             _ => None,
         }
@@ -135,6 +139,8 @@ const TARGET_TPUT_RATIO: f64 = 0.60;
 const TARGET_IDLE_RSS_KB: u64 = 30 * 1024;
 const TARGET_KB_PER_SESSION: f64 = 50.0;
 const TARGET_POLICY_ADDED_US: f64 = 10.0;
+/// Throughput with the audit log on, as a share of the same relay without it (issue target).
+const TARGET_AUDIT_TPUT_PCT: f64 = 90.0;
 
 enum Client {
     Bare(TcpStream),
@@ -171,6 +177,8 @@ struct Env {
     bare: Server,
     demo_http: Server,
     gateway: Server,
+    /// The same gateway with `[audit] enabled = false`, to measure what the audit costs.
+    gateway_no_audit: Server,
     direct_stdio: Arc<Mux>,
     gw_stdio: Arc<Mux>,
 }
@@ -357,12 +365,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy_token: _,
         demo_http,
         gateway,
+        gateway_no_audit,
         direct_stdio,
         gw_stdio,
     } = env;
     direct_stdio.stop().await;
     gw_stdio.stop().await;
     gateway.stop().await;
+    gateway_no_audit.stop().await;
     bare.stop().await;
 
     // Memory.
@@ -523,6 +533,21 @@ async fn setup(
         &dir.join("gateway.log"),
     )
     .await?;
+    let no_audit_cfg = write_config(
+        dir,
+        "gateway-no-audit.toml",
+        &token,
+        &format!("[servers.demo-stdio]\ncommand = {demo_cmd}\n"),
+        "\n[audit]\nenabled = false\n",
+    )?;
+    let gateway_no_audit = Server::start(
+        &toolgate,
+        &["serve", "--config", path_str(&no_audit_cfg)?],
+        gw_env,
+        "serving MCP at",
+        &dir.join("gateway-no-audit.log"),
+    )
+    .await?;
     let stdio_cfg = write_config(
         dir,
         "stdio.toml",
@@ -546,6 +571,7 @@ async fn setup(
         bare,
         demo_http,
         gateway,
+        gateway_no_audit,
         direct_stdio,
         gw_stdio,
     })
@@ -614,6 +640,14 @@ async fn open_clients(env: &Env, mode: Mode, c: usize) -> anyhow::Result<Vec<Cli
                 )
                 .await?,
             ),
+            Mode::GwHttpStdioNoAudit => Client::Http(
+                http::Session::open(
+                    env.gateway_no_audit.addr,
+                    STDIO_UPSTREAM_PATH,
+                    Some(&env.token),
+                )
+                .await?,
+            ),
             Mode::DirectStdio => Client::Stdio(env.direct_stdio.clone()),
             Mode::GwStdio => Client::Stdio(env.gw_stdio.clone()),
         };
@@ -631,6 +665,10 @@ fn processes(env: &Env, mode: Mode) -> (Option<u32>, Vec<u32>) {
         Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
             (Some(env.gateway.pid), procs::children(env.gateway.pid))
         }
+        Mode::GwHttpStdioNoAudit => (
+            Some(env.gateway_no_audit.pid),
+            procs::children(env.gateway_no_audit.pid),
+        ),
         Mode::DirectStdio => (None, vec![env.direct_stdio.pid]),
         Mode::GwStdio => (Some(env.gw_stdio.pid), procs::children(env.gw_stdio.pid)),
     }
@@ -903,6 +941,48 @@ fn report(
                 pass(m <= TARGET_POLICY_ADDED_US),
                 p.cpu_us_per_call(p.cpu_gateway_ns),
                 g.cpu_us_per_call(g.cpu_gateway_ns)
+            ));
+        }
+    }
+
+    let _ = writeln!(
+        o,
+        "\n== audit on vs off (same relay: HTTP -> stdio), per round, median [min-max] =="
+    );
+    let _ = writeln!(
+        o,
+        "{:<34} {:>3} {:>24} {:>24}",
+        "path", "c", "added p50 us", "tput on/off %"
+    );
+    for &c in levels {
+        let (Some(on), Some(off)) = (
+            cell(c, Mode::GwHttpStdio),
+            cell(c, Mode::GwHttpStdioNoAudit),
+        ) else {
+            continue;
+        };
+        let rounds = on.round_p50_ns.len().min(off.round_p50_ns.len());
+        let added: Vec<f64> = (0..rounds)
+            .map(|r| (on.round_p50_ns[r] as f64 - off.round_p50_ns[r] as f64) / 1000.0)
+            .collect();
+        let ratio: Vec<f64> = (0..rounds)
+            .map(|r| 100.0 * on.round_tput[r] / off.round_tput[r])
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<34} {:>3} {:>24} {:>24}",
+            "audit on (batched) vs off",
+            c,
+            spread(&added, 1),
+            spread(&ratio, 0)
+        );
+        if c == *levels.iter().max().unwrap_or(&c) {
+            let m = median(&ratio);
+            targets.push(format!(
+                "[{}] audit on keeps >= {TARGET_AUDIT_TPUT_PCT:.0}% of the throughput without audit (c={c}): {m:.0}% (gateway CPU per call {:.1} vs {:.1} us)",
+                pass(m >= TARGET_AUDIT_TPUT_PCT),
+                on.cpu_us_per_call(on.cpu_gateway_ns),
+                off.cpu_us_per_call(off.cpu_gateway_ns)
             ));
         }
     }

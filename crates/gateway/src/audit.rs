@@ -20,6 +20,10 @@ use crate::guard::now_ms;
 const QUEUE: usize = 65_536;
 /// Most records written in one transaction.
 const BATCH: usize = 4_096;
+/// How long the batched writer gathers records after the first before writing them: one
+/// transaction (and one trip to SQLite's thread) per window instead of one per call. A
+/// record reaches the disk at most this much later; strict durability does not wait.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -29,6 +33,7 @@ type Queued = (Option<AuditRecord>, Option<oneshot::Sender<()>>);
 /// The audit log of a running gateway.
 pub struct AuditLog {
     tx: mpsc::Sender<Queued>,
+    enabled: bool,
     durability: Durability,
     sink: Arc<dyn AuditSink>,
 }
@@ -37,7 +42,11 @@ impl AuditLog {
     /// Starts the writer (and the pruner) over a sink.
     pub fn start(sink: Arc<dyn AuditSink>, config: &AuditConfig) -> Arc<AuditLog> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(rx, sink.clone()));
+        let window = match config.durability {
+            Durability::Batched => BATCH_WINDOW,
+            Durability::Strict => Duration::ZERO,
+        };
+        tokio::spawn(write(rx, sink.clone(), window));
         let pruner = Arc::downgrade(&sink);
         let (retention, keep) = (config.retention, config.max_records);
         tokio::spawn(async move {
@@ -53,8 +62,14 @@ impl AuditLog {
                 }
             }
         });
+        if !config.enabled {
+            tracing::warn!(
+                "the audit log is off ([audit] enabled = false): no decision is recorded"
+            );
+        }
         Arc::new(AuditLog {
             tx,
+            enabled: config.enabled,
             durability: config.durability,
             sink,
         })
@@ -62,6 +77,9 @@ impl AuditLog {
 
     /// Queues a record; with strict durability, returns once it is committed.
     pub async fn record(&self, record: AuditRecord) {
+        if !self.enabled {
+            return;
+        }
         if self.durability == Durability::Strict {
             let (ack, done) = oneshot::channel();
             if self.tx.send((Some(record), Some(ack))).await.is_ok() {
@@ -82,6 +100,9 @@ impl AuditLog {
 
     /// Queues a record from code that cannot wait (admin events); never blocks.
     pub fn record_later(self: &Arc<Self>, record: AuditRecord) {
+        if !self.enabled {
+            return;
+        }
         if let Err(mpsc::error::TrySendError::Full((Some(record), _))) =
             self.tx.try_send((Some(record), None))
         {
@@ -96,12 +117,17 @@ impl AuditLog {
     }
 }
 
-/// The writer: takes what is queued, writes it in one transaction, acknowledges. A failed
+/// The writer: takes what is queued (after `window`, to gather more), writes it in one
+/// transaction, acknowledges. A failed
 /// write is retried (with backoff) with the same records, so none is lost; meanwhile the
 /// queue fills and, once full, callers wait.
-async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>) {
+async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window: Duration) {
     let mut batch: Vec<Queued> = Vec::new();
     while let Some(first) = rx.recv().await {
+        // A flush marker is written at once; a record waits for company.
+        if first.0.is_some() && !window.is_zero() {
+            tokio::time::sleep(window).await;
+        }
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {

@@ -206,6 +206,8 @@ pub enum Durability {
 /// The audit log.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    /// Record at all (off only for measuring what the audit costs: nothing is recorded).
+    pub enabled: bool,
     /// Batched or strict.
     pub durability: Durability,
     /// Records older than this are deleted.
@@ -217,6 +219,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> AuditConfig {
         AuditConfig {
+            enabled: true,
             durability: Durability::Batched,
             retention: Duration::from_secs(90 * 86_400),
             max_records: 10_000_000,
@@ -374,6 +377,7 @@ struct RawApprovals {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
+    enabled: Option<bool>,
     #[serde(default)]
     durability: Durability,
     retention: Option<String>,
@@ -651,6 +655,7 @@ impl Config {
         };
         let defaults = AuditConfig::default();
         let audit = AuditConfig {
+            enabled: raw.audit.enabled.unwrap_or(true),
             durability: raw.audit.durability,
             retention: match &raw.audit.retention {
                 Some(s) => {
