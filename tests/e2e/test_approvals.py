@@ -193,3 +193,49 @@ async def test_the_admin_api_lists_and_decides_approvals_and_wakes_the_held_call
         assert conflict.status_code == 409
         assert httpx.get(f"{base}/api/approvals/nope", headers=auth, timeout=5).status_code == 404
     assert_passed(results[0], "ssh", "create_charge", {"amount": 7})
+
+
+async def test_the_webhook_is_told_of_each_new_pending_approval(gateway_factory, tmp_path):
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            length = int(self.headers["Content-Length"])
+            received.append({"path": self.path, "type": self.headers["Content-Type"],
+                             "body": json.loads(self.rfile.read(length))})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        log = CallLog(tmp_path / "calls.jsonl")
+        url = f"http://127.0.0.1:{server.server_address[1]}/toolgate/approvals"
+        gw = gateway_factory(policy_server("ssh", log), policy=HOLD, extra=f'\n[approvals]\nwebhook = "{url}"\n')
+        results: list = []
+        async with connect(gw) as alice, anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                results.append(await alice.call_tool("create_charge", {"amount": 3, "reason": "pens"}))
+
+            tg.start_soon(call)
+            [held] = await wait_pending(gw)
+            with anyio.fail_after(10):
+                while not received:
+                    await anyio.sleep(0.05)
+            assert approvals(gw, "deny", held["id"], "--reason", "no pens").returncode == 0
+        [notice] = received
+        assert notice["path"] == "/toolgate/approvals" and notice["type"] == "application/json"
+        assert notice["body"]["event"] == "approval_pending"
+        told = notice["body"]["approval"]
+        assert told["id"] == held["id"] and told["tool"] == "create_charge" and told["grant"] == "alice"
+        assert told["arguments"] == {"amount": 3, "reason": "[REDACTED]"}
+        assert_denied(results[0], "approval_denied", RULE)
+    finally:
+        server.shutdown()

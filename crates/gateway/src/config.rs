@@ -189,6 +189,8 @@ pub struct ApprovalsConfig {
     /// approves, any other exit denies, its first line of output is the reason. Without
     /// one, calls that need approval are denied.
     pub command: Vec<String>,
+    /// An `http://` or `https://` URL POSTed a JSON notice of each new pending approval.
+    pub webhook: Option<String>,
 }
 
 /// When an audit record is on disk relative to the answer it describes.
@@ -372,6 +374,7 @@ struct RawState {
 struct RawApprovals {
     #[serde(default)]
     command: Vec<String>,
+    webhook: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -552,6 +555,15 @@ impl Config {
             &raw.state.policy_reload_interval,
             Duration::from_secs(1),
         )?;
+        if let Some(url) = &raw.approvals.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "approvals.webhook".into(),
+                None,
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
         if let Some(program) = raw.approvals.command.first()
             && program.trim().is_empty()
         {
@@ -705,6 +717,7 @@ impl Config {
             },
             approvals: ApprovalsConfig {
                 command: resolve_program(&base, raw.approvals.command),
+                webhook: raw.approvals.webhook,
             },
             policy_reload_interval,
             limits,

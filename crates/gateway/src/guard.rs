@@ -64,6 +64,7 @@ pub struct Guard {
     on_store_error: StoreFailure,
     store_timeout: Duration,
     approval_command: Vec<String>,
+    webhook: Option<String>,
     approvals: Arc<dyn ApprovalStore>,
     /// Woken when an approval is decided in this process.
     decided: tokio::sync::Notify,
@@ -258,6 +259,7 @@ impl Guard {
             on_store_error: config.counters.on_store_error,
             store_timeout: config.counters.store_timeout,
             approval_command: config.approvals.command.clone(),
+            webhook: config.approvals.webhook.clone(),
             approvals: Arc::new(
                 SqliteState::open(&config.state_dir.join("state.db"), Duration::from_secs(5))
                     .await?,
@@ -551,6 +553,21 @@ impl Guard {
         if let Some(on_hold) = call.on_hold {
             on_hold(&held.id);
         }
+        if let Some(url) = self.webhook.clone() {
+            let notice = json!({"event": "approval_pending", "approval": &held}).to_string();
+            let id = held.id.clone();
+            tokio::spawn(async move {
+                match crate::upstream::post_json(&url, notice, WEBHOOK_TIMEOUT).await {
+                    Ok(status) if (200..300).contains(&status) => {}
+                    Ok(status) => {
+                        tracing::warn!(approval = %id, status, "the approvals webhook refused the notice")
+                    }
+                    Err(e) => {
+                        tracing::warn!(approval = %id, error = %e, "the approvals webhook could not be told")
+                    }
+                }
+            });
+        }
         let command = async {
             if let Some((approve, reason)) = self
                 .ask_command(call, args, decision, policy, approval, &held)
@@ -701,6 +718,8 @@ impl Guard {
 /// How often a held call looks at its approval (decisions made in this process wake it at
 /// once).
 const APPROVAL_POLL: Duration = Duration::from_millis(250);
+/// How long the approvals webhook may take to accept a notice.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a held call's client is told it still waits.
 const HOLD_KEEPALIVE: Duration = Duration::from_secs(10);
 

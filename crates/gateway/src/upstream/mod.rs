@@ -19,6 +19,25 @@ use toolgate_wire::Message;
 
 pub use connection::{Connection, Exchange, InitInfo, Io, poll_io};
 
+/// POSTs a JSON body to `url` (the approvals webhook) with the gateway's HTTP client; the
+/// response status, or why there is none. `timeout` bounds the whole exchange.
+pub async fn post_json(url: &str, body: String, timeout: Duration) -> Result<u16, String> {
+    let client = Arc::new(http_client::HttpClient::new(url, None)?);
+    let request = client
+        .request(::http::Method::POST)
+        .header(::http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let (parts, body) = client.send(request).await.map_err(|e| e.to_string())?;
+        let _ = body.collect(64 * 1024).await;
+        Ok(parts.status.as_u16())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
 use crate::config::{ServerConfig, Transport};
 
 /// Protocol versions the gateway speaks with upstreams, newest first.
