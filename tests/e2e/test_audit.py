@@ -766,7 +766,7 @@ async def test_a_quarantined_tool_and_its_approval_with_toolgate_pins_are_record
     approved = wait_records(gw, 1, "--decision", "pin_approved")
     assert len(approved) == 1, approved
     a = approved[0]
-    user = os.environ.get("USER") or "unknown"
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or f"uid {os.getuid()}"
     assert a["kind"] == "admin" and a["grant"] == f"cli:{user}", a
     assert (a["server"], a["tool"]) == ("fixture", "add"), a
     assert a["detail"]["fingerprint"] == q["detail"]["seen"], (a, q)

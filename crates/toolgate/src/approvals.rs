@@ -114,10 +114,7 @@ pub async fn decide(
         return Ok(ExitCode::from(BAD_CONFIG));
     }
     let store = open(config).await?;
-    let who = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let who = format!("cli:{}", crate::operator());
     let Some(a) = store.decide(id, approve, &who, reason, now_ms()).await? else {
         let state = store
             .get(id, now_ms())

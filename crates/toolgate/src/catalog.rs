@@ -377,7 +377,7 @@ async fn record_approval(config: &Config, server: &str, tool: &str, fingerprint:
             return;
         }
     };
-    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let who = crate::operator();
     let record = AuditRecord {
         at_ms: now_ms(),
         kind: "admin".into(),

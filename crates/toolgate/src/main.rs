@@ -518,6 +518,19 @@ async fn flush_audit(gateway: &Gateway) {
     }
 }
 
+/// Who runs this command, for the audit log: `$USER`, else `$LOGNAME`, else the user id.
+pub(crate) fn operator() -> String {
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            let status = std::fs::read_to_string("/proc/self/status").ok()?;
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            Some(format!("uid {}", uid.split_whitespace().next()?))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 pub(crate) fn load(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(c) => Some(c),
