@@ -12,7 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from conftest import PYTHON, TOKEN, TOOLGATE, free_port, sha256_hex, wait_for_port
+from mcp import Client
+
+from conftest import TOKEN, TOOLGATE, free_port, mcp_http_transport, sha256_hex, wait_for_port
 from test_policy import CallLog, assert_denied, assert_passed, connect, policy_server, version_of
 
 pytestmark = pytest.mark.anyio
@@ -239,3 +241,57 @@ async def test_the_webhook_is_told_of_each_new_pending_approval(gateway_factory,
         assert_denied(results[0], "approval_denied", RULE)
     finally:
         server.shutdown()
+
+
+CLIENT_HOLD = {
+    "version": "1",
+    "default": "deny",
+    "tools": {"create_charge": {"action": "approve", "approval": {"timeout": "30s", "approvers": ["client"]}}},
+}
+
+
+async def test_approvers_client_asks_the_calling_users_client_by_elicitation(gateway_factory, tmp_path):
+    import mcp_types as types
+
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=CLIENT_HOLD)
+    asked: list[types.ElicitRequestParams] = []
+    answers = [
+        types.ElicitResult(action="accept", content={"approve": True}),
+        types.ElicitResult(action="accept", content={"approve": False, "reason": "too expensive"}),
+        types.ElicitResult(action="decline"),
+    ]
+
+    async def on_elicit(context, params):
+        asked.append(params)
+        return answers[len(asked) - 1]
+
+    async with Client(mcp_http_transport(gw.url, TOKEN), mode="legacy", elicitation_callback=on_elicit) as alice:
+        assert_passed(await alice.call_tool("create_charge", {"amount": 5}), "ssh", "create_charge", {"amount": 5})
+        refused = await alice.call_tool("create_charge", {"amount": 50000})
+        assert assert_denied(refused, "approval_denied", RULE) == "a human denied this call: too expensive"
+        declined = await alice.call_tool("create_charge", {"amount": 6})
+        assert assert_denied(declined, "approval_denied", RULE) == "a human denied this call: the user declined it"
+    assert len(asked) == 3
+    assert "create_charge" in asked[0].message and '"amount":5' in asked[0].message, asked[0].message
+    assert asked[0].requested_schema["required"] == ["approve"]
+    decided = json.loads(approvals(gw, "list", "--all", "--json").stdout)["approvals"]
+    assert sorted((a["status"], a["decided_by"]) for a in decided) == [
+        ("denied", "client"), ("denied", "client"), ("used", "client")
+    ]
+    assert [e["args"] for e in log.entries("create_charge")] == [{"amount": 5}]
+
+
+async def test_a_client_without_elicitation_leaves_the_decision_to_the_queue(gateway_factory, tmp_path):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=CLIENT_HOLD)
+    results: list = []
+    async with connect(gw) as alice, anyio.create_task_group() as tg:
+
+        async def call() -> None:
+            results.append(await alice.call_tool("create_charge", {"amount": 1}))
+
+        tg.start_soon(call)
+        [held] = await wait_pending(gw)
+        assert approvals(gw, "approve", held["id"]).returncode == 0
+    assert_passed(results[0], "ssh", "create_charge", {"amount": 1})

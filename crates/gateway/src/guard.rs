@@ -168,7 +168,16 @@ pub struct CallInfo<'a> {
     pub arguments: Option<&'a RawValue>,
     /// Told the approval's id when the call is held for a human (to keep the client informed).
     pub on_hold: Option<&'a (dyn Fn(&str) + Send + Sync)>,
+    /// Asks the calling client's user (MCP elicitation), for policies whose `approvers`
+    /// include `"client"`: `Some((approved, reason))` once the user answers, `None` when the
+    /// client cannot be asked or the user dismissed the question.
+    pub ask_client: Option<&'a AskClient>,
 }
+
+/// How the guard asks the calling client's user to approve a held call.
+pub type AskClient = dyn Fn(PendingApproval) -> toolgate_state::BoxFuture<'static, Option<(bool, Option<String>)>>
+    + Send
+    + Sync;
 
 /// The current UTC time in milliseconds.
 pub fn now_ms() -> u64 {
@@ -580,6 +589,24 @@ impl Guard {
                     .await;
                 self.decided.notify_waiters();
             }
+        };
+        let client = async {
+            let Some(ask) = call
+                .ask_client
+                .filter(|_| approval.approvers.iter().any(|a| a == "client"))
+            else {
+                return;
+            };
+            if let Some((approve, reason)) = ask(held.clone()).await {
+                let _ = self
+                    .approvals
+                    .decide(&held.id, approve, "client", reason.as_deref(), now_ms())
+                    .await;
+                self.decided.notify_waiters();
+            }
+        };
+        let askers = async {
+            tokio::join!(command, client);
             std::future::pending::<()>().await
         };
         let wait = async {
@@ -623,7 +650,7 @@ impl Guard {
             tokio::time::Instant::now() + Duration::from_millis(approval.timeout_ms + 100);
         tokio::select! {
             answer = tokio::time::timeout_at(deadline, wait) => answer.unwrap_or(Approved::Expired),
-            _ = command => unreachable!("the command branch never completes"),
+            _ = askers => unreachable!("the askers branch never completes"),
         }
     }
 

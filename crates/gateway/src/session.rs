@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use toolgate_state::AuditRecord;
 use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
 
@@ -68,6 +68,8 @@ pub struct Session {
     outbound: mpsc::Sender<Message>,
     outbound_rx: Mutex<Option<mpsc::Receiver<Message>>>,
     server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
+    /// The gateway's own requests to the client (approval questions), by id.
+    own_requests: Mutex<HashMap<Id, oneshot::Sender<Message>>>,
     inflight: Mutex<HashMap<Id, (Arc<Connection>, u64)>>,
     next_server_request: AtomicU64,
     parked: Mutex<HashMap<String, Flight>>,
@@ -109,6 +111,7 @@ impl Session {
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
             server_requests: Mutex::new(HashMap::new()),
+            own_requests: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             next_server_request: AtomicU64::new(1),
             parked: Mutex::new(HashMap::new()),
@@ -558,6 +561,16 @@ impl Session {
                 ));
             }
         };
+        let asker = self.clone();
+        let ask_tx = tx.clone();
+        let ask_client = move |approval: toolgate_state::Approval| -> toolgate_state::BoxFuture<
+            'static,
+            Option<(bool, Option<String>)>,
+        > {
+            let asker = asker.clone();
+            let tx = ask_tx.clone();
+            Box::pin(async move { asker.ask_client_approval(&tx, &approval).await })
+        };
         let call = CallInfo {
             grant: &self.grant,
             session: &self.id,
@@ -568,6 +581,7 @@ impl Session {
             severity: tool.as_ref().map(|t| t.class.severity.as_str()),
             arguments: params.get("arguments"),
             on_hold: Some(&on_hold),
+            ask_client: Some(&ask_client),
         };
         let pass = match self.guard.admit(&call).await {
             Admission::Pass(p) => p,
@@ -627,6 +641,69 @@ impl Session {
         }
         record.is_error = reply.as_ref().map(result_is_error);
         reply
+    }
+
+    /// Asks the client's user to approve a held call (MCP elicitation, form mode), when the
+    /// client speaks the handshake protocol and declared elicitation. `None` when it cannot be
+    /// asked, or the user dismissed the question (others may still decide).
+    async fn ask_client_approval(
+        &self,
+        tx: &mpsc::Sender<Message>,
+        approval: &toolgate_state::Approval,
+    ) -> Option<(bool, Option<String>)> {
+        if self.mode != Mode::Handshake || !self.client_capabilities.contains("elicitation") {
+            return None;
+        }
+        let id = Id::number(self.next_server_request.fetch_add(1, Ordering::Relaxed));
+        let (answer_tx, answer) = oneshot::channel();
+        self.own_requests
+            .lock()
+            .unwrap()
+            .insert(id.clone(), answer_tx);
+        let params = json!({
+            "message": format!(
+                "toolgate: approve this call of {}/{} (risk: {})?\nArguments: {}\nRule: {} (approval {})",
+                approval.server,
+                approval.tool,
+                approval.severity.as_deref().unwrap_or("unknown"),
+                approval.arguments,
+                approval.rule,
+                approval.id
+            ),
+            "requestedSchema": {
+                "type": "object",
+                "properties": {
+                    "approve": {"type": "boolean", "title": "Approve this call", "description": "Let this call run, once"},
+                    "reason": {"type": "string", "title": "Reason", "description": "Why (the agent is told when you refuse)"}
+                },
+                "required": ["approve"]
+            }
+        });
+        let request = Message::request(id.clone(), "elicitation/create", Some(&raw(&params)));
+        // Decided elsewhere first (the question is dropped): forget it and tell the client.
+        let question = OwnRequest {
+            pending: &self.own_requests,
+            id,
+            tx,
+        };
+        if tx.send(request).await.is_err() {
+            return None;
+        }
+        let response = answer.await.ok()?;
+        drop(question);
+        let result = response.result()?;
+        let content = result.get_object("content").unwrap_or_default();
+        let reason = content.get_str("reason").filter(|r| !r.trim().is_empty());
+        match result.get_str("action").as_deref() {
+            Some("accept") if content.get("approve").is_some_and(|v| v.get() == "true") => {
+                Some((true, reason))
+            }
+            Some("accept") | Some("decline") => Some((
+                false,
+                Some(reason.unwrap_or_else(|| "the user declined it".into())),
+            )),
+            _ => None,
+        }
     }
 
     /// A call's audit record, started before anything is decided: if the work is dropped
@@ -1232,6 +1309,10 @@ impl Session {
         let Some(id) = response.id().cloned() else {
             return;
         };
+        if let Some(waiter) = self.own_requests.lock().unwrap().remove(&id) {
+            let _ = waiter.send(response);
+            return;
+        }
         let Some((conn, upstream_id)) = self.server_requests.lock().unwrap().remove(&id) else {
             tracing::debug!(session = %self.id, %id, "response to an unknown server request; dropped");
             return;
@@ -1324,6 +1405,29 @@ impl Session {
             "notifications/resources/list_changed",
         ] {
             self.push_outbound(Message::notification(method, None));
+        }
+    }
+}
+
+/// A question the gateway asked the client, forgotten (and cancelled towards the client)
+/// unless answered.
+struct OwnRequest<'a> {
+    pending: &'a Mutex<HashMap<Id, oneshot::Sender<Message>>>,
+    id: Id,
+    tx: &'a mpsc::Sender<Message>,
+}
+
+impl Drop for OwnRequest<'_> {
+    fn drop(&mut self) {
+        // Answered: the response took it out of the table already.
+        if self.pending.lock().unwrap().remove(&self.id).is_some() {
+            let mut params = RawObject::new();
+            params.set("requestId", self.id.as_raw().to_owned());
+            params.set_value("reason", "decided by another approver");
+            let _ = self.tx.try_send(Message::notification(
+                "notifications/cancelled",
+                Some(&params.to_raw()),
+            ));
         }
     }
 }
