@@ -91,6 +91,9 @@ fn parse_utc(text: &str) -> Option<u64> {
     let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (h, min, s) = (t.next()??, t.next()??, t.next()??);
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
@@ -149,5 +152,7 @@ mod tests {
         assert_eq!(parse_utc("2026-12-01T10:00:00.5Z"), Some(1_796_119_200_500));
         assert_eq!(parse_utc("2026-13-01T10:00:00Z"), None);
         assert_eq!(parse_utc("yesterday"), None);
+        assert_eq!(parse_utc("2026-12-01T10:00:00.ééZ"), None);
+        assert_eq!(parse_utc("2026-12-01T10:00:00.Z"), None);
     }
 }
