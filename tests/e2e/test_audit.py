@@ -757,7 +757,12 @@ async def test_a_quarantined_tool_and_its_approval_with_toolgate_pins_are_record
     q = quarantined[0]
     assert q["kind"] == "admin" and q["server"] == "fixture" and q["tool"] == "add", q
     assert re.fullmatch(cat.FINGERPRINT, q["detail"]["seen"]), q
-    calls = [r for r in records(gw, "--tool", "add") if r["kind"] == "call"]
+    # The call's own record may still be in the writer's batch window.
+    calls = wait_until(
+        lambda: len(found := [r for r in records(gw, "--tool", "add") if r["kind"] == "call"]) >= 2 and found,
+        timeout=10,
+        what="the two call records of add",
+    )
     assert [r["decision"] for r in calls] == ["allowed", "quarantined"], calls
     assert calls[1]["is_error"] is True and "quarantined" in calls[1]["message"], calls[1]
 
