@@ -3,6 +3,8 @@
 //! Records are appended in batches by one writer (the gateway's `AuditLog`), queried by
 //! `toolgate audit` and the admin API, and pruned by age and count.
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -14,6 +16,10 @@ pub struct AuditRecord {
     /// Assigned by the store, increasing.
     #[serde(default)]
     pub id: i64,
+    /// Unique per record, given by the writer: a record written twice (a retry after a lost
+    /// answer, a replay from the disk spool) is stored once where the store can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     /// When it was decided or done (a call: when it was answered), UTC milliseconds.
     pub at_ms: u64,
     /// `call` for a client's request, `admin` for an operator's or the gateway's own action.
@@ -104,9 +110,88 @@ pub trait AuditSink: Send + Sync {
     fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
+/// Audit records in this process's memory (tests; a gateway without a state directory).
+#[derive(Debug, Default)]
+pub struct MemoryAudit {
+    records: Mutex<Vec<AuditRecord>>,
+}
+
+impl MemoryAudit {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<AuditRecord>) -> T) -> T {
+        f(&mut self.records.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl AuditFilter {
+    /// Whether a record passes the filter (all but `limit`).
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        self.grant
+            .as_ref()
+            .is_none_or(|g| r.grant.as_ref() == Some(g))
+            && self
+                .tool
+                .as_ref()
+                .is_none_or(|t| r.tool.as_ref() == Some(t))
+            && self.decision.as_ref().is_none_or(|d| &r.decision == d)
+            && self.since_ms.is_none_or(|s| r.at_ms >= s)
+            && self.after_id.is_none_or(|a| r.id > a)
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with(|all| {
+            for mut r in records {
+                if r.uid.is_some() && all.iter().any(|old| old.uid == r.uid) {
+                    continue;
+                }
+                r.id = all.last().map_or(1, |last| last.id + 1);
+                all.push(r);
+            }
+        });
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn query<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
+        let found = self.with(|all| {
+            let mut found: Vec<AuditRecord> = all
+                .iter()
+                .rev()
+                .filter(|r| filter.matches(r))
+                .take(filter.limit)
+                .cloned()
+                .collect();
+            found.reverse();
+            found
+        });
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let gone = self.with(|all| {
+            let before = all.len();
+            all.retain(|r| r.at_ms >= before_ms);
+            let over = all
+                .len()
+                .saturating_sub(keep.min(usize::MAX as u64) as usize);
+            all.drain(..over);
+            (before - all.len()) as u64
+        });
+        Box::pin(std::future::ready(Ok(gone)))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn memory_audit_keeps_the_contract() {
+        contract(&MemoryAudit::default()).await;
+    }
 
     fn record(at: u64, grant: &str, tool: &str, decision: &str) -> AuditRecord {
         AuditRecord {

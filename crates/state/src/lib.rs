@@ -7,12 +7,20 @@ pub mod approvals;
 pub mod audit;
 pub mod counters;
 pub mod pins;
+pub mod postgres;
+pub mod redis;
+pub mod spool;
 pub mod sqlite;
+#[cfg(test)]
+mod testing;
 
 pub use approvals::{Approval, ApprovalStatus, ApprovalStore, MemoryApprovals};
-pub use audit::{AuditFilter, AuditRecord, AuditSink};
+pub use audit::{AuditFilter, AuditRecord, AuditSink, MemoryAudit};
 pub use counters::{
     BoxFuture, CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, StoreError, Usage,
 };
 pub use pins::{MemoryPins, PinRecord, PinStore, Pinned};
+pub use postgres::PostgresState;
+pub use redis::RedisState;
+pub use spool::SpooledAudit;
 pub use sqlite::SqliteState;

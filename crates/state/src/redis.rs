@@ -1,0 +1,388 @@
+//! Redis: rate-limit counters shared by many gateway instances, and approval wake-ups.
+//!
+//! Every counter of a call is checked and taken by one Lua script, so Redis runs the whole
+//! reservation atomically: clients spread over instances never get more than `max`.
+//! Fixed windows are one integer key per window (expiring with it); sliding windows are a
+//! sorted set of `reservation:amount` members scored by time. Decisions on approvals are
+//! published on a channel so that a call held on one instance is released at once when it
+//! is approved on another.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use crate::counters::{
+    BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
+    new_reservation_id,
+};
+
+/// Checks every counter, then (in `take` mode) takes them all; or reports the first one that
+/// is full. KEYS: one per counter. ARGV: mode, now, reservation id, then five per counter:
+/// max, amount, window_ms, sliding (0/1), window start.
+/// Returns `{0}` when taken, `{index, used, reset}` (1-based) when full, and in `peek` mode
+/// `{used1, reset1, used2, reset2, ...}`.
+const RESERVE: &str = r#"
+local mode, now, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local usage = {}
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 5
+  local max, amount, window = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local sliding, start = ARGV[b + 4] == '1', tonumber(ARGV[b + 5])
+  local used, reset = 0, start + window
+  if sliding then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+    local items = redis.call('ZRANGE', KEYS[i], 0, -1, 'WITHSCORES')
+    for j = 1, #items, 2 do
+      used = used + tonumber(string.match(items[j], ':(%d+)$'))
+    end
+    reset = now
+    if #items > 0 then reset = tonumber(items[2]) + window end
+  else
+    used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  if mode == 'take' and used + amount > max then
+    return {i, used, reset}
+  end
+  usage[#usage + 1] = used
+  usage[#usage + 1] = reset
+end
+if mode == 'peek' then return usage end
+for i = 1, #KEYS do
+  local b = 3 + (i - 1) * 5
+  local amount, window = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  if ARGV[b + 4] == '1' then
+    redis.call('ZADD', KEYS[i], now, id .. ':' .. amount)
+    redis.call('PEXPIRE', KEYS[i], window)
+  else
+    redis.call('INCRBY', KEYS[i], amount)
+    -- Relative to the caller's clock, so that clock skew with Redis cannot end it early.
+    redis.call('PEXPIRE', KEYS[i], math.max(tonumber(ARGV[b + 5]) + window - now, 0) + 1000)
+  end
+end
+return {0}
+"#;
+
+/// Gives back what a reservation took. KEYS: the counters. ARGV: reservation id, then two
+/// per counter: amount, sliding (0/1).
+const ROLLBACK: &str = r#"
+local id = ARGV[1]
+for i = 1, #KEYS do
+  local amount, sliding = ARGV[2 * i], ARGV[2 * i + 1] == '1'
+  if sliding then
+    redis.call('ZREM', KEYS[i], id .. ':' .. amount)
+  elseif redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('DECRBY', KEYS[i], amount) < 0 then redis.call('SET', KEYS[i], 0, 'KEEPTTL') end
+  end
+end
+return 0
+"#;
+
+/// Counters (and approval wake-ups) in Redis.
+#[derive(Clone)]
+pub struct RedisState {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+    reserve: Script,
+    rollback: Script,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisState")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisState {
+    /// Connects to `url` (`redis://host:port/db`, or `rediss://` for TLS). Keys are prefixed
+    /// with `prefix` so that several deployments can share one Redis. Each command waits at
+    /// most `timeout`; a lost connection is re-established in the background, and until then
+    /// commands fail (the gateway denies calls that need counters: fail closed).
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<RedisState, StoreError> {
+        let client = Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let state = RedisState {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            reserve: Script::new(RESERVE),
+            rollback: Script::new(ROLLBACK),
+        };
+        // Fail at start-up on a wrong address, rather than at the first call.
+        let mut conn = state.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(state)
+    }
+
+    /// The Redis key of a counter in its current window.
+    fn key(&self, spec: &CounterSpec) -> String {
+        if spec.sliding {
+            format!("{}s:{}:{}", self.prefix, spec.window_ms, spec.key)
+        } else {
+            format!(
+                "{}c:{}:{}:{}",
+                self.prefix, spec.window_ms, spec.window_start_ms, spec.key
+            )
+        }
+    }
+
+    async fn run(
+        &self,
+        mode: &str,
+        specs: &[CounterSpec],
+        now_ms: u64,
+        id: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut call = self.reserve.prepare_invoke();
+        call.arg(mode).arg(now_ms).arg(id);
+        for spec in specs {
+            call.key(self.key(spec))
+                .arg(spec.max)
+                .arg(spec.amount)
+                .arg(spec.window_ms)
+                .arg(u8::from(spec.sliding))
+                .arg(spec.window_start_ms);
+        }
+        call.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}approvals", self.prefix)
+    }
+
+    /// Tells every instance that approval `id` was decided.
+    pub async fn publish_decision(&self, id: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(id)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Calls `on_decision` with the id of every approval decided anywhere, until the process
+    /// ends. The subscription is re-made after Redis goes away (meanwhile, held calls still
+    /// see decisions by polling).
+    pub fn watch_decisions(&self, on_decision: impl Fn(&str) + Send + Sync + 'static) {
+        let client = self.client.clone();
+        let channel = self.channel();
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                        Ok(()) => {
+                            let mut messages = pubsub.into_on_message();
+                            while let Some(message) = messages.next().await {
+                                if let Ok(id) = message.get_payload::<String>() {
+                                    on_decision(&id);
+                                }
+                            }
+                            tracing::warn!("the approvals channel on redis closed; resubscribing");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot subscribe to approvals on redis")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis unreachable for approval wake-ups")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+impl CounterStore for RedisState {
+    fn reserve<'a>(
+        &'a self,
+        specs: &'a [CounterSpec],
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Reserve, StoreError>> {
+        Box::pin(async move {
+            let id = new_reservation_id();
+            let answer = self.run("take", specs, now_ms, id).await?;
+            match answer[..] {
+                [0] => Ok(Reserve::Granted(Reservation {
+                    id,
+                    taken: specs
+                        .iter()
+                        .map(|s| {
+                            let at = if s.sliding { now_ms } else { s.window_start_ms };
+                            (self.key(s), at, s.amount, s.sliding)
+                        })
+                        .collect(),
+                })),
+                [index, used, reset] if index >= 1 && (index as usize) <= specs.len() => {
+                    Ok(Reserve::Exceeded {
+                        index: index as usize - 1,
+                        usage: Usage {
+                            used: used.max(0) as u64,
+                            reset_at_ms: reset.max(0) as u64,
+                        },
+                    })
+                }
+                _ => Err(StoreError::Unavailable(format!(
+                    "redis: unexpected answer from the counter script: {answer:?}"
+                ))),
+            }
+        })
+    }
+
+    fn commit(&self, _reservation: Reservation) -> BoxFuture<'_, Result<(), StoreError>> {
+        // Reserving already wrote the counts.
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn rollback(&self, reservation: Reservation) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut call = self.rollback.prepare_invoke();
+            call.arg(reservation.id);
+            for (key, _, amount, sliding) in &reservation.taken {
+                call.key(key).arg(*amount).arg(u8::from(*sliding));
+            }
+            let _: i64 = call
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn usage<'a>(
+        &'a self,
+        specs: &'a [CounterSpec],
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Usage>, StoreError>> {
+        Box::pin(async move {
+            let answer = self.run("peek", specs, now_ms, 0).await?;
+            if answer.len() != specs.len() * 2 {
+                return Err(StoreError::Unavailable(format!(
+                    "redis: unexpected answer from the counter script: {answer:?}"
+                )));
+            }
+            Ok(answer
+                .chunks(2)
+                .map(|p| Usage {
+                    used: p[0].max(0) as u64,
+                    reset_at_ms: p[1].max(0) as u64,
+                })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::tests::{contract, spec};
+    use crate::testing::services;
+
+    async fn store() -> RedisState {
+        let prefix = format!("test{}:", new_reservation_id());
+        RedisState::connect(&services().redis, &prefix, Duration::from_secs(2))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn redis_counters_keep_the_contract() {
+        contract(&store().await).await;
+    }
+
+    #[tokio::test]
+    async fn redis_counters_are_exact_under_concurrent_instances() {
+        // Two "instances" (separate connections, same prefix) race for a limit of 10.
+        let a = store().await;
+        let b = RedisState::connect(&services().redis, &a.prefix, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let now = 1_795_631_502_500;
+        let fixed = spec("calls|global|", 10, 60_000, false, now);
+        let sliding = spec("burst|global|", 10, 60_000, true, now);
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let specs = vec![fixed.clone(), sliding.clone()];
+            tasks.push(tokio::spawn(async move {
+                matches!(
+                    store.reserve(&specs, now + i).await.unwrap(),
+                    Reserve::Granted(_)
+                )
+            }));
+        }
+        let mut granted = 0;
+        for t in tasks {
+            granted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(granted, 10);
+        let usage = a.usage(&[fixed, sliding], now + 40).await.unwrap();
+        assert_eq!((usage[0].used, usage[1].used), (10, 10));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_an_error_not_a_grant() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}/");
+        let err = RedisState::connect(&url, "x:", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("redis"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn decisions_reach_every_subscriber() {
+        let a = store().await;
+        let b = store().await;
+        let b = RedisState {
+            prefix: a.prefix.clone(),
+            ..b
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        b.watch_decisions(move |id| {
+            let _ = tx.send(id.to_owned());
+        });
+        // The subscription is made in the background: publish until it is heard.
+        let heard = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                a.publish_decision("abc123").await.unwrap();
+                if let Ok(Some(id)) =
+                    tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+                {
+                    return id;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(heard, "abc123");
+    }
+}
