@@ -20,7 +20,6 @@ force="${TOOLGATE_FORCE_SETUP:-0}"
 # ---------------------------------------------------------------------------------------
 # Debian packages. apt_install PKG... installs those not yet installed; `apt-get update`
 # runs at most once per invocation of this script. Uses sudo only when not root.
-# Kept for later work (openssh-server, redis-server, postgresql, chromium, ...).
 # ---------------------------------------------------------------------------------------
 APT_UPDATED=0
 apt_install() {
@@ -105,7 +104,9 @@ main() {
     # programs its interactive-session tests drive (vim, top from procps, htop) and look with
     # (ss from iproute2).
     apt_install openssh-server openssh-client rsync vim procps htop iproute2
-    # Later, e.g.: apt_install redis-server postgresql chromium
+    # Real Redis and PostgreSQL for the shared-state tests (started privately on loopback by
+    # scripts/services.sh, never as system services).
+    apt_install redis-server postgresql
     log "done ($ROOT)"
 }
 

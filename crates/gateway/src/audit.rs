@@ -135,7 +135,17 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
                 Err(_) => break,
             }
         }
-        let records: Vec<AuditRecord> = batch.iter().filter_map(|(r, _)| r.clone()).collect();
+        // Each record gets its unique id before the first attempt, so that a retry after a
+        // lost answer cannot store it twice (where the store can tell).
+        let records: Vec<AuditRecord> = batch
+            .iter()
+            .filter_map(|(r, _)| r.clone())
+            .map(|mut r| {
+                r.uid
+                    .get_or_insert_with(|| hex::encode(rand::random::<[u8; 16]>()));
+                r
+            })
+            .collect();
         let mut backoff = Duration::from_millis(50);
         while !records.is_empty()
             && let Err(e) = sink.append(records.clone()).await

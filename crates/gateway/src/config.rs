@@ -158,6 +158,9 @@ pub enum CounterBackend {
     /// In `state.db` in the state directory: counts survive restarts and are shared by the
     /// processes on this host that use the same directory.
     Sqlite,
+    /// In Redis (`[state] redis`): exact across every instance that shares it; the default
+    /// when Redis is configured.
+    Redis,
 }
 
 /// What a call gets when the counter store fails.
@@ -180,6 +183,19 @@ pub struct CountersConfig {
     pub on_store_error: StoreFailure,
     /// How long a call waits for the store (SQLite: another process's write lock).
     pub store_timeout: Duration,
+}
+
+/// State shared by many instances: `[state] postgres` and `redis`.
+#[derive(Debug, Clone, Default)]
+pub struct SharedStateConfig {
+    /// PostgreSQL URL: pins, the audit log and approvals live there instead of `state.db`.
+    pub postgres: Option<String>,
+    /// Redis URL: rate-limit counters and approval wake-ups.
+    pub redis: Option<String>,
+    /// Prefix of every Redis key and channel (several deployments can share one Redis).
+    pub redis_prefix: String,
+    /// Most bytes of audit records kept on disk while PostgreSQL is unreachable.
+    pub audit_spool_max_bytes: u64,
 }
 
 /// Who answers calls that a policy holds for approval.
@@ -303,6 +319,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Where rate-limit counters live and what happens when they cannot be reached.
     pub counters: CountersConfig,
+    /// PostgreSQL and Redis, when the state is shared by many instances.
+    pub shared: SharedStateConfig,
     /// Who answers `action: "approve"`.
     pub approvals: ApprovalsConfig,
     /// How often policy files are checked for changes (SIGHUP reloads at once).
@@ -361,8 +379,11 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawState {
     dir: Option<String>,
-    #[serde(default)]
-    counters: CounterBackend,
+    counters: Option<CounterBackend>,
+    postgres: Option<String>,
+    redis: Option<String>,
+    redis_prefix: Option<String>,
+    audit_spool_max_mb: Option<u64>,
     #[serde(default)]
     on_store_error: StoreFailure,
     store_timeout: Option<String>,
@@ -555,6 +576,40 @@ impl Config {
             &raw.state.policy_reload_interval,
             Duration::from_secs(1),
         )?;
+        let state_url = |key: &str, value: &Option<String>, schemes: &[&str]| {
+            let Some(value) = value else { return Ok(None) };
+            let url = expand(value, env).map_err(|m| invalid(format!("state.{key}"), None, m))?;
+            if !schemes.iter().any(|s| url.starts_with(&format!("{s}://"))) {
+                return Err(invalid(
+                    format!("state.{key}"),
+                    None,
+                    format!("expected a {} URL", schemes.join(":// or ") + "://"),
+                ));
+            }
+            Ok(Some(url))
+        };
+        let shared = SharedStateConfig {
+            postgres: state_url("postgres", &raw.state.postgres, &["postgres", "postgresql"])?,
+            redis: state_url("redis", &raw.state.redis, &["redis", "rediss"])?,
+            redis_prefix: raw
+                .state
+                .redis_prefix
+                .clone()
+                .unwrap_or_else(|| "toolgate:".into()),
+            audit_spool_max_bytes: raw.state.audit_spool_max_mb.unwrap_or(256) << 20,
+        };
+        let counter_backend = match raw.state.counters {
+            Some(CounterBackend::Redis) if shared.redis.is_none() => {
+                return Err(invalid(
+                    "state.counters".into(),
+                    None,
+                    "\"redis\" needs the Redis URL in state.redis".into(),
+                ));
+            }
+            Some(backend) => backend,
+            None if shared.redis.is_some() => CounterBackend::Redis,
+            None => CounterBackend::Memory,
+        };
         if let Some(url) = &raw.approvals.webhook
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -711,10 +766,11 @@ impl Config {
             },
             state_dir: base.join(raw.state.dir.as_deref().unwrap_or(".toolgate")),
             counters: CountersConfig {
-                backend: raw.state.counters,
+                backend: counter_backend,
                 on_store_error: raw.state.on_store_error,
                 store_timeout,
             },
+            shared,
             approvals: ApprovalsConfig {
                 command: resolve_program(&base, raw.approvals.command),
                 webhook: raw.approvals.webhook,

@@ -19,13 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use toolgate_policy::{Approval, Call, CounterRequest, Decision, Policy, Verdict, limit_message};
 use toolgate_state::{
     Approval as PendingApproval, ApprovalStatus, ApprovalStore, AuditRecord, CounterSpec,
-    CounterStore, MemoryCounters, Reservation, Reserve, SqliteState,
+    CounterStore, Reservation, Reserve,
 };
 use toolgate_wire::raw;
 
 use crate::audit::AuditLog;
-use crate::config::{Config, CounterBackend, StoreFailure};
+use crate::config::{Config, StoreFailure};
 use crate::grant::Grant;
+use crate::stores::Stores;
 
 /// Why the guard could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,14 +61,13 @@ struct Loaded {
 /// Policies, counters and approvals for every grant.
 pub struct Guard {
     policies: RwLock<HashMap<PathBuf, Loaded>>,
-    counters: Arc<dyn CounterStore>,
+    stores: Stores,
     on_store_error: StoreFailure,
     store_timeout: Duration,
     approval_command: Vec<String>,
     webhook: Option<String>,
-    approvals: Arc<dyn ApprovalStore>,
-    /// Woken when an approval is decided in this process.
-    decided: tokio::sync::Notify,
+    /// Woken when an approval is decided, in this process or (through Redis) another.
+    decided: Arc<tokio::sync::Notify>,
     audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
@@ -224,7 +224,7 @@ pub enum LoadError {
 impl Guard {
     /// Loads every grant's policy and opens the counter store. An invalid policy stops the
     /// start: the operator hears about it before any agent does.
-    pub async fn new(config: &Config) -> Result<Guard, GuardError> {
+    pub async fn new(config: &Config, stores: Stores) -> Result<Guard, GuardError> {
         let mut policies = HashMap::new();
         for g in &config.grants {
             let Some(path) = &g.policy else { continue };
@@ -252,28 +252,23 @@ impl Guard {
                 },
             );
         }
-        let counters: Arc<dyn CounterStore> = match config.counters.backend {
-            CounterBackend::Memory => Arc::new(MemoryCounters::new()),
-            CounterBackend::Sqlite => Arc::new(
-                SqliteState::open(
-                    &config.state_dir.join("state.db"),
-                    config.counters.store_timeout,
-                )
-                .await?,
-            ),
-        };
+        let decided = Arc::new(tokio::sync::Notify::new());
+        if let Some(redis) = &stores.redis {
+            let decided = Arc::downgrade(&decided);
+            redis.watch_decisions(move |_| {
+                if let Some(decided) = decided.upgrade() {
+                    decided.notify_waiters();
+                }
+            });
+        }
         Ok(Guard {
             policies: RwLock::new(policies),
-            counters,
+            stores,
             on_store_error: config.counters.on_store_error,
             store_timeout: config.counters.store_timeout,
             approval_command: config.approvals.command.clone(),
             webhook: config.approvals.webhook.clone(),
-            approvals: Arc::new(
-                SqliteState::open(&config.state_dir.join("state.db"), Duration::from_secs(5))
-                    .await?,
-            ),
-            decided: tokio::sync::Notify::new(),
+            decided,
             audit: std::sync::OnceLock::new(),
         })
     }
@@ -299,7 +294,7 @@ impl Guard {
 
     /// The counter store (for `explain` and tests).
     pub fn counters(&self) -> &Arc<dyn CounterStore> {
-        &self.counters
+        &self.stores.counters
     }
 
     /// Re-reads every policy file whose content changed. An invalid or unreadable file keeps
@@ -455,11 +450,14 @@ impl Guard {
         };
         let now = now_ms();
         let specs = counter_specs(&pass.decision.counters, now);
-        let reserved =
-            tokio::time::timeout(self.store_timeout, self.counters.reserve(&specs, now)).await;
+        let reserved = tokio::time::timeout(
+            self.store_timeout,
+            self.stores.counters.reserve(&specs, now),
+        )
+        .await;
         let error = match reserved {
             Ok(Ok(Reserve::Granted(r))) => {
-                pass.reservation = Some((self.counters.clone(), r));
+                pass.reservation = Some((self.stores.counters.clone(), r));
                 return Ok(());
             }
             Ok(Ok(Reserve::Exceeded { index, usage })) => {
@@ -527,13 +525,13 @@ impl Guard {
             reason: None,
             decided_ms: None,
         };
-        if let Ok(Some(earlier)) = self.approvals.find_approved(&held, now).await
-            && let Ok(true) = self.approvals.consume(&earlier.id, now).await
+        if let Ok(Some(earlier)) = self.stores.approvals.find_approved(&held, now).await
+            && let Ok(true) = self.stores.approvals.consume(&earlier.id, now).await
         {
             tracing::info!(approval = %earlier.id, tool = call.tool, grant = %call.grant.name, "a retry of an approved call uses its approval");
             return Approved::Yes;
         }
-        if let Err(e) = self.approvals.create(held.clone()).await {
+        if let Err(e) = self.stores.approvals.create(held.clone()).await {
             tracing::error!(error = %e, "cannot record the approval request; denying the call");
             return Approved::Unasked;
         }
@@ -584,10 +582,11 @@ impl Guard {
             {
                 let by = format!("command:{}", self.approval_command[0]);
                 let _ = self
+                    .stores
                     .approvals
                     .decide(&held.id, approve, &by, reason.as_deref(), now_ms())
                     .await;
-                self.decided.notify_waiters();
+                self.announce(&held.id).await;
             }
         };
         let client = async {
@@ -599,10 +598,11 @@ impl Guard {
             };
             if let Some((approve, reason)) = ask(held.clone()).await {
                 let _ = self
+                    .stores
                     .approvals
                     .decide(&held.id, approve, "client", reason.as_deref(), now_ms())
                     .await;
-                self.decided.notify_waiters();
+                self.announce(&held.id).await;
             }
         };
         let askers = async {
@@ -619,11 +619,11 @@ impl Guard {
                     told = tokio::time::Instant::now();
                 }
                 let woken = self.decided.notified();
-                match self.approvals.get(&held.id, now_ms()).await {
+                match self.stores.approvals.get(&held.id, now_ms()).await {
                     Ok(Some(a)) => match a.status {
                         ApprovalStatus::Pending => {}
                         ApprovalStatus::Approved => {
-                            return match self.approvals.consume(&held.id, now_ms()).await {
+                            return match self.stores.approvals.consume(&held.id, now_ms()).await {
                                 Ok(true) => {
                                     tracing::info!(approval = %held.id, by = a.decided_by.as_deref().unwrap_or("?"), "call approved");
                                     Approved::Yes
@@ -664,16 +664,23 @@ impl Guard {
         reason: Option<&str>,
     ) -> Result<Option<PendingApproval>, toolgate_state::StoreError> {
         let decided = self
+            .stores
             .approvals
             .decide(id, approve, by, reason, now_ms())
             .await?;
-        self.decided.notify_waiters();
+        self.announce(id).await;
         Ok(decided)
     }
 
     /// The approval store (for the admin API and the CLI).
     pub fn approvals(&self) -> &Arc<dyn ApprovalStore> {
-        &self.approvals
+        &self.stores.approvals
+    }
+
+    /// Wakes the calls waiting on approval `id`, here and on every other instance.
+    async fn announce(&self, id: &str) {
+        self.decided.notify_waiters();
+        self.stores.announce_decision(id).await;
     }
 
     /// Asks the approval command, if one is configured: `Some((approved, reason))` once it

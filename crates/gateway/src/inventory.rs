@@ -14,9 +14,7 @@ use std::time::Instant;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use toolgate_catalog::{Classification, Classifier, ServerRef, ToolDef, scan, server_fingerprint};
-use toolgate_state::{
-    AuditRecord, MemoryPins, PinRecord, PinStore, Pinned, SqliteState, StoreError,
-};
+use toolgate_state::{AuditRecord, PinRecord, PinStore, Pinned, StoreError};
 use toolgate_wire::raw;
 
 use crate::audit::AuditLog;
@@ -99,21 +97,8 @@ type LatestIndex = (Arc<InitInfo>, Arc<ToolIndex>);
 const SEEN_CAP: usize = 20_000;
 
 impl Inventory {
-    /// Opens the pin store (`state.db` in the state directory) unless pinning is off.
-    pub async fn open(config: &Config) -> Result<Inventory, StoreError> {
-        let store: Arc<dyn PinStore> = match config.catalog.pinning {
-            Pinning::Off => Arc::new(MemoryPins::new()),
-            _ => Arc::new(
-                SqliteState::open(
-                    &config.state_dir.join("state.db"),
-                    config
-                        .counters
-                        .store_timeout
-                        .max(std::time::Duration::from_secs(2)),
-                )
-                .await?,
-            ),
-        };
+    /// An inventory over the configured pin store, loaded.
+    pub async fn open(config: &Config, store: Arc<dyn PinStore>) -> Result<Inventory, StoreError> {
         let inventory = Inventory::with_store(&config.catalog, store);
         inventory.refresh().await?;
         Ok(inventory)
@@ -586,6 +571,7 @@ impl Inventory {
 mod tests {
     use super::*;
     use serde_json::json;
+    use toolgate_state::MemoryPins;
 
     fn items(description: &str) -> Arc<Vec<Box<RawValue>>> {
         Arc::new(vec![

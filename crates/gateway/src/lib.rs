@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod names;
 pub mod session;
+pub mod stores;
 pub mod survey;
 pub mod upstream;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub use config::Config;
 pub use gateway::Gateway;
 pub use guard::Guard;
+pub use stores::Stores;
 
 /// Checks the grants' policy files every `interval` and applies those that changed (an
 /// invalid file keeps the policy in force). Ends when the gateway is dropped.

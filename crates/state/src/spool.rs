@@ -130,14 +130,21 @@ impl SpooledAudit {
         let _order = self.lock.lock().await;
         let Ok(files) = self.files() else { return };
         for (path, _) in files {
-            let records: Result<Vec<AuditRecord>, String> = std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    text.lines()
-                        .filter(|l| !l.is_empty())
-                        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
-                        .collect()
-                });
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                // Another process sharing the directory replayed it first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read an audit spool file");
+                    return;
+                }
+            };
+            let records: Result<Vec<AuditRecord>, String> = Ok(text).and_then(|text: String| {
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+                    .collect()
+            });
             let records = match records {
                 Ok(r) => r,
                 Err(e) => {

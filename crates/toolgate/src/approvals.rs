@@ -1,22 +1,22 @@
 //! `toolgate approvals`: the queue of calls held for a human, and the human's answer.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use serde_json::json;
 use toolgate_gateway::Config;
+use toolgate_gateway::Stores;
 use toolgate_gateway::audit::approval_decision;
 use toolgate_gateway::guard::now_ms;
 use toolgate_policy::utc_rfc3339;
-use toolgate_state::{Approval, ApprovalStore, AuditSink, SqliteState};
+use toolgate_state::Approval;
 
 use crate::BAD_CONFIG;
 
 /// Exit code when the approval does not exist or is no longer pending.
 const NOT_PENDING: u8 = 1;
 
-async fn open(config: &Config) -> anyhow::Result<SqliteState> {
-    SqliteState::open(&config.state_dir.join("state.db"), Duration::from_secs(5))
+async fn open(config: &Config) -> anyhow::Result<Stores> {
+    Stores::open(config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the approvals store: {e}"))
 }
@@ -24,7 +24,7 @@ async fn open(config: &Config) -> anyhow::Result<SqliteState> {
 /// `toolgate approvals list`.
 pub async fn list(config: &Config, all: bool, as_json: bool) -> anyhow::Result<ExitCode> {
     let store = open(config).await?;
-    let approvals = store.list(all, now_ms()).await?;
+    let approvals = store.approvals.list(all, now_ms()).await?;
     if as_json {
         println!(
             "{}",
@@ -67,7 +67,7 @@ pub async fn list(config: &Config, all: bool, as_json: bool) -> anyhow::Result<E
 /// `toolgate approvals show ID`.
 pub async fn show(config: &Config, id: &str, as_json: bool) -> anyhow::Result<ExitCode> {
     let store = open(config).await?;
-    let Some(a) = store.get(id, now_ms()).await? else {
+    let Some(a) = store.approvals.get(id, now_ms()).await? else {
         eprintln!("toolgate approvals: no approval {id:?}");
         return Ok(ExitCode::from(NOT_PENDING));
     };
@@ -115,8 +115,13 @@ pub async fn decide(
     }
     let store = open(config).await?;
     let who = format!("cli:{}", crate::operator());
-    let Some(a) = store.decide(id, approve, &who, reason, now_ms()).await? else {
+    let Some(a) = store
+        .approvals
+        .decide(id, approve, &who, reason, now_ms())
+        .await?
+    else {
         let state = store
+            .approvals
             .get(id, now_ms())
             .await?
             .map(|a| a.status.as_str().to_owned());
@@ -138,8 +143,13 @@ pub async fn decide(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn record(store: &SqliteState, a: &Approval, approve: bool, who: &str) {
-    if let Err(e) = store.append(vec![approval_decision(a, approve, who)]).await {
+async fn record(stores: &Stores, a: &Approval, approve: bool, who: &str) {
+    stores.announce_decision(&a.id).await;
+    if let Err(e) = stores
+        .audit
+        .append(vec![approval_decision(a, approve, who)])
+        .await
+    {
         eprintln!("toolgate approvals: the decision is not in the audit log: {e}");
     }
 }

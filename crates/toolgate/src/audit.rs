@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use toolgate_gateway::Config;
+use toolgate_gateway::Stores;
 use toolgate_gateway::guard::now_ms;
 use toolgate_policy::{parse_duration, utc_rfc3339};
-use toolgate_state::{AuditFilter, AuditRecord, AuditSink, SqliteState};
+use toolgate_state::{AuditFilter, AuditRecord};
 
 use crate::BAD_CONFIG;
 
@@ -32,16 +33,17 @@ pub async fn run(config: &Config, query: Query) -> anyhow::Result<ExitCode> {
         }
     };
     let path = config.state_dir.join("state.db");
-    if !path.exists() {
+    if config.shared.postgres.is_none() && !path.exists() {
         eprintln!(
             "toolgate audit: no state yet at {} (nothing was recorded)",
             path.display()
         );
         return Ok(ExitCode::from(1));
     }
-    let store = SqliteState::open(&path, Duration::from_secs(5))
+    let store = Stores::open(config)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?
+        .audit;
     let mut filter = AuditFilter {
         grant: query.grant,
         tool: query.tool,

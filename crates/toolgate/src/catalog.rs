@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use std::time::Duration;
 use toolgate_catalog::{ServerRef, Subject, ToolDef};
 use toolgate_gateway::Config;
 use toolgate_gateway::config::Pinning;
@@ -14,7 +13,8 @@ use toolgate_gateway::inventory::Inventory;
 use toolgate_gateway::survey::{self, ServerView};
 use toolgate_policy::{Policy, utc_rfc3339};
 
-use toolgate_state::{AuditRecord, AuditSink, PinRecord, SqliteState};
+use toolgate_gateway::Stores;
+use toolgate_state::{AuditRecord, PinRecord};
 
 use crate::BAD_CONFIG;
 
@@ -23,7 +23,10 @@ const INCOMPLETE: u8 = 1;
 
 /// Opens the inventory over the configured pin store.
 async fn open(config: &Config) -> anyhow::Result<Inventory> {
-    Inventory::open(config)
+    let stores = Stores::open(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the pin store: {e}"))?;
+    Inventory::open(config, stores.pins)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the pin store: {e}"))
 }
@@ -369,9 +372,8 @@ pub async fn pins_approve(
 
 /// Records a pin approval made from the command line in the audit log.
 async fn record_approval(config: &Config, server: &str, tool: &str, fingerprint: &str) {
-    let path = config.state_dir.join("state.db");
-    let store = match SqliteState::open(&path, Duration::from_secs(5)).await {
-        Ok(s) => s,
+    let store = match Stores::open(config).await {
+        Ok(s) => s.audit,
         Err(e) => {
             eprintln!("toolgate pins approve: the approval is not in the audit log: {e}");
             return;

@@ -1,14 +1,13 @@
 //! `toolgate explain`: what a grant's policy decides for one call, and why.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 use toolgate_gateway::Config;
+use toolgate_gateway::Stores;
 use toolgate_gateway::config::CounterBackend;
 use toolgate_gateway::guard::{counter_specs, load_policy, now_ms};
 use toolgate_policy::{Call, Verdict, utc_rfc3339, window_name};
-use toolgate_state::{CounterStore, MemoryCounters, SqliteState};
 
 use crate::BAD_CONFIG;
 
@@ -70,16 +69,7 @@ pub async fn run(
         severity: None,
         args: &args,
     });
-    let store: Arc<dyn CounterStore> = match config.counters.backend {
-        CounterBackend::Sqlite => Arc::new(
-            SqliteState::open(
-                &config.state_dir.join("state.db"),
-                config.counters.store_timeout,
-            )
-            .await?,
-        ),
-        CounterBackend::Memory => Arc::new(MemoryCounters::new()),
-    };
+    let store = Stores::open(config).await?.counters;
     let now = now_ms();
     let specs = counter_specs(&decision.counters, now);
     let usage = store.usage(&specs, now).await?;
@@ -112,6 +102,7 @@ pub async fn run(
         "counters": counters,
         "counter_store": match config.counters.backend {
             CounterBackend::Sqlite => "sqlite",
+            CounterBackend::Redis => "redis",
             CounterBackend::Memory => "memory (a running gateway's counts live in its memory; shown as 0)",
         },
     });

@@ -10,8 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use toolgate_gateway::audit::AuditLog;
 use toolgate_gateway::inventory::Inventory;
-use toolgate_gateway::{Config, Gateway, Guard, grant};
-use toolgate_state::SqliteState;
+use toolgate_gateway::{Config, Gateway, Guard, Stores, grant};
 
 mod approvals;
 mod audit;
@@ -466,28 +465,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// Builds the gateway: loads every grant's policy, opens the state, starts the policy
 /// reloader and the SIGHUP handler. `None` (after saying why) when a policy is invalid.
 async fn start(config: Config) -> Option<Arc<Gateway>> {
-    let guard = match Guard::new(&config).await {
+    let stores = match Stores::open(&config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("toolgate: cannot open the state: {e}");
+            return None;
+        }
+    };
+    let audit = AuditLog::start(stores.audit.clone(), &config.audit);
+    let guard = match Guard::new(&config, stores.clone()).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("toolgate: {e}");
             return None;
         }
     };
-    let inventory = match Inventory::open(&config).await {
+    let inventory = match Inventory::open(&config, stores.pins.clone()).await {
         Ok(i) => i,
         Err(e) => {
             eprintln!("toolgate: cannot open the pin store: {e}");
             return None;
         }
     };
-    let audit =
-        match SqliteState::open(&config.state_dir.join("state.db"), Duration::from_secs(5)).await {
-            Ok(store) => AuditLog::start(Arc::new(store), &config.audit),
-            Err(e) => {
-                eprintln!("toolgate: cannot open the audit log: {e}");
-                return None;
-            }
-        };
     let interval = config.policy_reload_interval;
     let gateway = Gateway::new(config, guard, inventory, audit);
     toolgate_gateway::spawn_policy_reloader(&gateway, interval);

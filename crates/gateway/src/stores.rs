@@ -1,0 +1,118 @@
+//! The state stores, opened once from `[state]`: embedded SQLite for one instance, or
+//! PostgreSQL and Redis shared by many.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use toolgate_state::{
+    ApprovalStore, AuditSink, CounterStore, MemoryCounters, MemoryPins, PinStore, PostgresState,
+    RedisState, SpooledAudit, SqliteState, StoreError,
+};
+
+use crate::Config;
+use crate::config::{CounterBackend, Pinning};
+
+/// How long opening the stores and each later operation on PostgreSQL may wait.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every store a gateway (or a CLI command) works on.
+#[derive(Clone)]
+pub struct Stores {
+    /// Rate-limit counters.
+    pub counters: Arc<dyn CounterStore>,
+    /// Pinned tool definitions.
+    pub pins: Arc<dyn PinStore>,
+    /// The audit log (behind a disk spool when it is remote).
+    pub audit: Arc<dyn AuditSink>,
+    /// Approvals.
+    pub approvals: Arc<dyn ApprovalStore>,
+    /// Redis, when configured: decisions on approvals are announced there.
+    pub redis: Option<RedisState>,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stores")
+            .field("redis", &self.redis)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stores {
+    /// Opens what the configuration names. `state.db` is opened only when something lives
+    /// there.
+    pub async fn open(config: &Config) -> Result<Stores, StoreError> {
+        let shared = &config.shared;
+        let path = config.state_dir.join("state.db");
+        let needs_sqlite =
+            shared.postgres.is_none() || config.counters.backend == CounterBackend::Sqlite;
+        let sqlite = if needs_sqlite {
+            Some(SqliteState::open(&path, DATABASE_TIMEOUT).await?)
+        } else {
+            None
+        };
+        let redis = match &shared.redis {
+            Some(url) => Some(
+                RedisState::connect(url, &shared.redis_prefix, config.counters.store_timeout)
+                    .await?,
+            ),
+            None => None,
+        };
+        let postgres = match &shared.postgres {
+            Some(url) => Some(PostgresState::connect(url, DATABASE_TIMEOUT).await?),
+            None => None,
+        };
+        let counters: Arc<dyn CounterStore> = match config.counters.backend {
+            CounterBackend::Memory => Arc::new(MemoryCounters::new()),
+            // Its own connection, so that calls wait for counters only within store_timeout.
+            CounterBackend::Sqlite => {
+                Arc::new(SqliteState::open(&path, config.counters.store_timeout).await?)
+            }
+            CounterBackend::Redis => Arc::new(redis.clone().ok_or_else(|| {
+                StoreError::Unavailable("counters = \"redis\" needs [state] redis".into())
+            })?),
+        };
+        let (pins, audit, approvals): (
+            Arc<dyn PinStore>,
+            Arc<dyn AuditSink>,
+            Arc<dyn ApprovalStore>,
+        ) = match (postgres, sqlite) {
+            (Some(pg), _) => {
+                let pg = Arc::new(pg);
+                let spool = SpooledAudit::start(
+                    pg.clone(),
+                    &config.state_dir.join("audit-spool"),
+                    shared.audit_spool_max_bytes,
+                )?;
+                (pg.clone(), spool, pg)
+            }
+            (None, Some(db)) => {
+                let db = Arc::new(db);
+                (db.clone(), db.clone(), db)
+            }
+            (None, None) => unreachable!("state.db is opened when PostgreSQL is not"),
+        };
+        let pins = if config.catalog.pinning == Pinning::Off {
+            Arc::new(MemoryPins::new())
+        } else {
+            pins
+        };
+        Ok(Stores {
+            counters,
+            pins,
+            audit,
+            approvals,
+            redis,
+        })
+    }
+
+    /// Tells every instance that an approval was decided, so that a call held anywhere is
+    /// released at once (without Redis, instances notice within their poll interval).
+    pub async fn announce_decision(&self, id: &str) {
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis.publish_decision(id).await
+        {
+            tracing::warn!(approval = id, error = %e, "cannot announce the decision on redis; other instances see it at their next poll");
+        }
+    }
+}
