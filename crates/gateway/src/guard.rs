@@ -641,9 +641,14 @@ impl Guard {
                     Ok(None) => return Approved::Expired,
                     Err(e) => tracing::warn!(error = %e, "reading an approval failed; retrying"),
                 }
-                // Decisions made in this process wake the wait at once; those made by another
-                // process (the CLI, another instance) are seen at the next poll.
-                let _ = tokio::time::timeout(APPROVAL_POLL, woken).await;
+                // Decisions made in this process, or announced on Redis, wake the wait at once;
+                // others (the CLI or another instance without Redis) are seen at the next poll.
+                let poll = if self.stores.redis.is_some() {
+                    APPROVAL_POLL_WITH_REDIS
+                } else {
+                    APPROVAL_POLL
+                };
+                let _ = tokio::time::timeout(poll, woken).await;
             }
         };
         let deadline =
@@ -752,6 +757,8 @@ impl Guard {
 /// How often a held call looks at its approval (decisions made in this process wake it at
 /// once).
 const APPROVAL_POLL: Duration = Duration::from_millis(250);
+/// The same when Redis announces every decision: polling only covers a missed message.
+const APPROVAL_POLL_WITH_REDIS: Duration = Duration::from_secs(3);
 /// How long the approvals webhook may take to accept a notice.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a held call's client is told it still waits.
