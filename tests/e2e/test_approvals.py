@@ -295,3 +295,56 @@ async def test_a_client_without_elicitation_leaves_the_decision_to_the_queue(gat
         [held] = await wait_pending(gw)
         assert approvals(gw, "approve", held["id"]).returncode == 0
     assert_passed(results[0], "ssh", "create_charge", {"amount": 1})
+
+
+async def test_approvers_client_asks_a_2026_07_28_client_by_input_required(gateway_factory, tmp_path):
+    """A stateless client cannot be sent a request: the held call is answered
+    `input_required` with the approval question and a MAC'd `requestState`; the client's retry
+    carries the user's answer, which decides the approval and lets the call through once."""
+    import mcp_types as types
+
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=CLIENT_HOLD)
+    asked: list[types.ElicitRequestParams] = []
+    answers = [
+        types.ElicitResult(action="accept", content={"approve": True}),
+        types.ElicitResult(action="accept", content={"approve": False, "reason": "not today"}),
+    ]
+
+    async def on_elicit(context, params):
+        asked.append(params)
+        return answers[len(asked) - 1]
+
+    async with Client(mcp_http_transport(gw.url, TOKEN), mode="2026-07-28", elicitation_callback=on_elicit) as alice:
+        assert_passed(await alice.call_tool("create_charge", {"amount": 7}), "ssh", "create_charge", {"amount": 7})
+        refused = await alice.call_tool("create_charge", {"amount": 70000})
+        assert assert_denied(refused, "approval_denied", RULE) == "a human denied this call: not today"
+    assert len(asked) == 2
+    assert "create_charge" in asked[0].message and '"amount":7' in asked[0].message, asked[0].message
+    decided = json.loads(approvals(gw, "list", "--all", "--json").stdout)["approvals"]
+    assert sorted((a["status"], a["decided_by"]) for a in decided) == [("denied", "client"), ("used", "client")]
+    assert [e["args"] for e in log.entries("create_charge")] == [{"amount": 7}]
+
+
+def test_an_approval_request_state_cannot_be_forged_or_moved_to_other_arguments(gateway_factory, tmp_path):
+    from conftest import RawMcp
+
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=CLIENT_HOLD)
+    raw = RawMcp(gw.url, token=gw.token, mode="2026-07-28", capabilities={"elicitation": {}})
+    first = raw.request("tools/call", {"name": "create_charge", "arguments": {"amount": 1}})[-1]["result"]
+    assert first["resultType"] == "input_required", first
+    state = first["requestState"]
+    assert set(first["inputRequests"]) == {"approval"}
+    yes = {"approval": {"action": "accept", "content": {"approve": True}}}
+    # A changed MAC is refused before anything is decided.
+    forged = state[:-4] + ("0000" if not state.endswith("0000") else "1111")
+    answer = raw.request("tools/call", {"name": "create_charge", "arguments": {"amount": 1}, "requestState": forged, "inputResponses": yes})
+    assert answer[-1]["error"]["message"] == "unknown or expired requestState"
+    # The approval is for amount 1: answering it with other arguments approves nothing.
+    moved = raw.request("tools/call", {"name": "create_charge", "arguments": {"amount": 999}, "requestState": state, "inputResponses": yes})[-1]["result"]
+    assert moved["isError"] is True
+    assert "another call" in moved["content"][0]["text"]
+    assert log.entries("create_charge") == []
+    [still] = pending(gw)
+    assert still["status"] == "pending"

@@ -70,17 +70,19 @@ enum Mode {
     GwHttpStdio,
     GwHttpStdioPolicy,
     GwHttpStdioNoAudit,
+    GwHttpStdioPolicyRedis,
     DirectStdio,
     GwStdio,
 }
 
-const MODES: [Mode; 8] = [
+const MODES: [Mode; 9] = [
     Mode::Bare,
     Mode::DirectHttp,
     Mode::GwHttpHttp,
     Mode::GwHttpStdio,
     Mode::GwHttpStdioPolicy,
     Mode::GwHttpStdioNoAudit,
+    Mode::GwHttpStdioPolicyRedis,
     Mode::DirectStdio,
     Mode::GwStdio,
 ];
@@ -94,6 +96,7 @@ impl Mode {
             Mode::GwHttpStdio => "toolgate HTTP -> stdio upstream",
             Mode::GwHttpStdioPolicy => "  same, policy + 2 limits",
             Mode::GwHttpStdioNoAudit => "  same, audit off",
+            Mode::GwHttpStdioPolicyRedis => "  same, policy + 2 limits in Redis",
             Mode::DirectStdio => "direct stdio",
             Mode::GwStdio => "toolgate stdio -> stdio upstream",
         }
@@ -106,7 +109,8 @@ impl Mode {
             Mode::GwHttpHttp
             | Mode::GwHttpStdio
             | Mode::GwHttpStdioPolicy
-            | Mode::GwHttpStdioNoAudit => Some(Mode::DirectHttp),
+            | Mode::GwHttpStdioNoAudit
+            | Mode::GwHttpStdioPolicyRedis => Some(Mode::DirectHttp),
             Mode::GwStdio => Some(Mode::DirectStdio),
             _ => None,
         }
@@ -141,6 +145,8 @@ const TARGET_KB_PER_SESSION: f64 = 50.0;
 const TARGET_POLICY_ADDED_US: f64 = 10.0;
 /// Throughput with the audit log on, as a share of the same relay without it (issue target).
 const TARGET_AUDIT_TPUT_PCT: f64 = 90.0;
+/// Rate limits kept in Redis instead of memory add at most this at p50 (issue target).
+const TARGET_REDIS_ADDED_US: f64 = 150.0;
 
 enum Client {
     Bare(TcpStream),
@@ -179,6 +185,9 @@ struct Env {
     gateway: Server,
     /// The same gateway with `[audit] enabled = false`, to measure what the audit costs.
     gateway_no_audit: Server,
+    /// The same gateway with its counters in Redis (a private `redis-server`).
+    gateway_redis: Server,
+    redis: tokio::process::Child,
     direct_stdio: Arc<Mux>,
     gw_stdio: Arc<Mux>,
 }
@@ -366,9 +375,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         demo_http,
         gateway,
         gateway_no_audit,
+        gateway_redis,
+        mut redis,
         direct_stdio,
         gw_stdio,
     } = env;
+    gateway_redis.stop().await;
+    let _ = redis.kill().await;
     direct_stdio.stop().await;
     gw_stdio.stop().await;
     gateway.stop().await;
@@ -382,6 +395,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "memory-http.toml",
         &token,
         &format!("[servers.demo]\nurl = \"http://{demo_http_addr}/mcp\"\n"),
+        "",
         "",
     )?;
     let mem_http = memory(
@@ -403,6 +417,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "[servers.demo]\ncommand = {:?}\nisolation = \"shared\"\n",
             demo.display().to_string()
         ),
+        "",
         "",
     )?;
     let mem_stdio = memory(
@@ -464,12 +479,13 @@ fn write_config(
     name: &str,
     token: &str,
     servers: &str,
+    state: &str,
     extra: &str,
 ) -> anyhow::Result<PathBuf> {
     let policy = dir.join(format!("{name}.policy.json"));
     std::fs::write(&policy, r#"{"version": "1", "default": "allow"}"#)?;
     let text = format!(
-        "[listen]\nmcp = \"127.0.0.1:0\"\n\n[state]\ndir = \"state\"\n\n[limits]\nsessions_per_grant = 100000\nstreams_per_grant = 100000\n\n{servers}\n[grants.{GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n{extra}",
+        "[listen]\nmcp = \"127.0.0.1:0\"\n\n[state]\ndir = \"state\"\n{state}\n[limits]\nsessions_per_grant = 100000\nstreams_per_grant = 100000\n\n{servers}\n[grants.{GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n{extra}",
         sha256_hex(token),
         policy.display().to_string()
     );
@@ -519,6 +535,7 @@ async fn setup(
             "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
             demo_http.addr
         ),
+        "",
         &format!(
             "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n",
             sha256_hex(&policy_token),
@@ -538,6 +555,7 @@ async fn setup(
         "gateway-no-audit.toml",
         &token,
         &format!("[servers.demo-stdio]\ncommand = {demo_cmd}\n"),
+        "",
         "\n[audit]\nenabled = false\n",
     )?;
     let gateway_no_audit = Server::start(
@@ -548,11 +566,33 @@ async fn setup(
         &dir.join("gateway-no-audit.log"),
     )
     .await?;
+    let (redis, redis_url) = start_redis(dir).await?;
+    let redis_cfg = write_config(
+        dir,
+        "gateway-redis.toml",
+        &token,
+        &format!("[servers.demo-stdio]\ncommand = {demo_cmd}\n"),
+        &format!("redis = {redis_url:?}\n"),
+        &format!(
+            "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n",
+            sha256_hex(&policy_token),
+            bench_policy.display().to_string()
+        ),
+    )?;
+    let gateway_redis = Server::start(
+        &toolgate,
+        &["serve", "--config", path_str(&redis_cfg)?],
+        gw_env,
+        "serving MCP at",
+        &dir.join("gateway-redis.log"),
+    )
+    .await?;
     let stdio_cfg = write_config(
         dir,
         "stdio.toml",
         &token,
         &format!("[servers.demo]\ncommand = {demo_cmd}\n"),
+        "",
         "",
     )?;
     let direct_stdio = Mux::start(&demo, &[], &[], &dir.join("demo-stdio.log")).await?;
@@ -572,9 +612,38 @@ async fn setup(
         demo_http,
         gateway,
         gateway_no_audit,
+        gateway_redis,
+        redis,
         direct_stdio,
         gw_stdio,
     })
+}
+
+/// A private `redis-server` on a free loopback port, for the Redis counters mode.
+async fn start_redis(dir: &Path) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = tokio::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context(
+            "start redis-server (the Debian package redis-server) for the Redis counters mode",
+        )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "redis-server did not listen on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((child, format!("redis://127.0.0.1:{port}/")))
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
@@ -648,6 +717,14 @@ async fn open_clients(env: &Env, mode: Mode, c: usize) -> anyhow::Result<Vec<Cli
                 )
                 .await?,
             ),
+            Mode::GwHttpStdioPolicyRedis => Client::Http(
+                http::Session::open(
+                    env.gateway_redis.addr,
+                    STDIO_UPSTREAM_PATH,
+                    Some(&env.policy_token),
+                )
+                .await?,
+            ),
             Mode::DirectStdio => Client::Stdio(env.direct_stdio.clone()),
             Mode::GwStdio => Client::Stdio(env.gw_stdio.clone()),
         };
@@ -669,6 +746,11 @@ fn processes(env: &Env, mode: Mode) -> (Option<u32>, Vec<u32>) {
             Some(env.gateway_no_audit.pid),
             procs::children(env.gateway_no_audit.pid),
         ),
+        Mode::GwHttpStdioPolicyRedis => {
+            let mut others = procs::children(env.gateway_redis.pid);
+            others.extend(env.redis.id());
+            (Some(env.gateway_redis.pid), others)
+        }
         Mode::DirectStdio => (None, vec![env.direct_stdio.pid]),
         Mode::GwStdio => (Some(env.gw_stdio.pid), procs::children(env.gw_stdio.pid)),
     }
@@ -941,6 +1023,37 @@ fn report(
                 pass(m <= TARGET_POLICY_ADDED_US),
                 p.cpu_us_per_call(p.cpu_gateway_ns),
                 g.cpu_us_per_call(g.cpu_gateway_ns)
+            ));
+        }
+    }
+
+    let _ = writeln!(
+        o,
+        "\n== the same limits in Redis vs in memory (HTTP -> stdio), per round, median [min-max] =="
+    );
+    let _ = writeln!(o, "{:<34} {:>3} {:>24}", "path", "c", "added p50 us");
+    for &c in levels {
+        let (Some(r), Some(p)) = (
+            cell(c, Mode::GwHttpStdioPolicyRedis),
+            cell(c, Mode::GwHttpStdioPolicy),
+        ) else {
+            continue;
+        };
+        let added: Vec<f64> = (0..r.round_p50_ns.len())
+            .map(|i| (r.round_p50_ns[i] as f64 - p.round_p50_ns[i] as f64) / 1000.0)
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<34} {:>3} {:>24}",
+            Mode::GwHttpStdioPolicyRedis.label().trim(),
+            c,
+            spread(&added, 1)
+        );
+        if c == 1 {
+            let m = median(&added);
+            targets.push(format!(
+                "[{}] limits in Redis add <= {TARGET_REDIS_ADDED_US} us at p50 (c=1) over memory counters: {m:+.1} us",
+                pass(m <= TARGET_REDIS_ADDED_US),
             ));
         }
     }

@@ -196,6 +196,9 @@ pub struct SharedStateConfig {
     pub redis_prefix: String,
     /// Most bytes of audit records kept on disk while PostgreSQL is unreachable.
     pub audit_spool_max_bytes: u64,
+    /// The key instances share to trust what another instance handed a client (a
+    /// `requestState`); random per process when not configured.
+    pub session_key: Option<[u8; 32]>,
 }
 
 /// Who answers calls that a policy holds for approval.
@@ -384,6 +387,7 @@ struct RawState {
     redis: Option<String>,
     redis_prefix: Option<String>,
     audit_spool_max_mb: Option<u64>,
+    session_key: Option<String>,
     #[serde(default)]
     on_store_error: StoreFailure,
     store_timeout: Option<String>,
@@ -597,6 +601,25 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| "toolgate:".into()),
             audit_spool_max_bytes: raw.state.audit_spool_max_mb.unwrap_or(256) << 20,
+            session_key: match &raw.state.session_key {
+                None => None,
+                Some(value) => {
+                    let text = expand(value, env)
+                        .map_err(|m| invalid("state.session_key".into(), None, m))?;
+                    let key = hex::decode(text.trim())
+                        .ok()
+                        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                        .ok_or_else(|| {
+                            invalid(
+                                "state.session_key".into(),
+                                None,
+                                "expected 64 hex digits (32 random bytes: `openssl rand -hex 32`)"
+                                    .into(),
+                            )
+                        })?;
+                    Some(key)
+                }
+            },
         };
         let counter_backend = match raw.state.counters {
             Some(CounterBackend::Redis) if shared.redis.is_none() => {

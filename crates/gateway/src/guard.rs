@@ -68,6 +68,8 @@ pub struct Guard {
     webhook: Option<String>,
     /// Woken when an approval is decided, in this process or (through Redis) another.
     decided: Arc<tokio::sync::Notify>,
+    /// Key of the `requestState`s of approvals asked of 2026-07-28 clients.
+    state_key: [u8; 32],
     audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
@@ -82,6 +84,14 @@ pub enum Admission {
     /// Answer with an invalid-params error: the request is malformed (e.g. `arguments` that
     /// is not an object), which no policy should be asked to judge.
     Invalid(&'static str),
+    /// Ask the calling (2026-07-28) client's user: answer `input_required` with this pending
+    /// approval's question and `request_state`; the client's retry carries the answer.
+    AskClient {
+        /// The pending approval.
+        approval: Box<PendingApproval>,
+        /// The integrity-protected `requestState` naming it.
+        request_state: String,
+    },
 }
 
 /// A call allowed through, with the counters it holds.
@@ -172,6 +182,25 @@ pub struct CallInfo<'a> {
     /// include `"client"`: `Some((approved, reason))` once the user answers, `None` when the
     /// client cannot be asked or the user dismissed the question.
     pub ask_client: Option<&'a AskClient>,
+    /// A 2026-07-28 client's part in approvals: it can be asked through `input_required`, or
+    /// this request is its answer.
+    pub client_input: Option<ClientInput>,
+}
+
+/// How a 2026-07-28 client takes part in an approval (it cannot be sent requests: it is
+/// asked by an `input_required` result and answers by retrying the call).
+#[derive(Debug, Clone)]
+pub enum ClientInput {
+    /// The client declared elicitation: a held call may be answered `input_required`.
+    CanAsk,
+    /// The retry: the approval its verified `requestState` names, and the user's answer
+    /// (`None`: dismissed; the call then waits for another approver).
+    Answer {
+        /// The approval's id.
+        approval: String,
+        /// `(approved, reason)`.
+        answer: Option<(bool, Option<String>)>,
+    },
 }
 
 /// How the guard asks the calling client's user to approve a held call.
@@ -269,6 +298,7 @@ impl Guard {
             approval_command: config.approvals.command.clone(),
             webhook: config.approvals.webhook.clone(),
             decided,
+            state_key: config.shared.session_key.unwrap_or_else(rand::random),
             audit: std::sync::OnceLock::new(),
         })
     }
@@ -418,6 +448,15 @@ impl Guard {
                 pass.approved = true;
                 return Admission::Pass(pass);
             }
+            Approved::AskClient(approval) => {
+                // The retry reserves again: nothing is held while the user thinks.
+                pass.settle(Outcome::Failed).await;
+                let request_state = self.approval_state(&call.grant.name, &approval.id);
+                return Admission::AskClient {
+                    approval,
+                    request_state,
+                };
+            }
             Approved::No(reason) => (
                 "approval_denied",
                 format!("a human denied this call: {reason}"),
@@ -531,14 +570,80 @@ impl Guard {
             tracing::info!(approval = %earlier.id, tool = call.tool, grant = %call.grant.name, "a retry of an approved call uses its approval");
             return Approved::Yes;
         }
+        match &call.client_input {
+            Some(ClientInput::Answer {
+                approval: id,
+                answer,
+            }) => {
+                return self
+                    .resume_client_approval(call, &held, id, answer.clone())
+                    .await;
+            }
+            Some(ClientInput::CanAsk) if approval.approvers.iter().any(|a| a == "client") => {
+                if let Err(e) = self.stores.approvals.create(held.clone()).await {
+                    tracing::error!(error = %e, "cannot record the approval request; denying the call");
+                    return Approved::Unasked;
+                }
+                self.announce_pending(call, args, &held);
+                return Approved::AskClient(Box::new(held));
+            }
+            _ => {}
+        }
         if let Err(e) = self.stores.approvals.create(held.clone()).await {
             tracing::error!(error = %e, "cannot record the approval request; denying the call");
             return Approved::Unasked;
         }
+        self.announce_pending(call, args, &held);
+        let command = async {
+            if let Some((approve, reason)) = self
+                .ask_command(call, args, decision, policy, approval, &held)
+                .await
+            {
+                let by = format!("command:{}", self.approval_command[0]);
+                let _ = self
+                    .stores
+                    .approvals
+                    .decide(&held.id, approve, &by, reason.as_deref(), now_ms())
+                    .await;
+                self.announce(&held.id).await;
+            }
+        };
+        let client = async {
+            let Some(ask) = call
+                .ask_client
+                .filter(|_| approval.approvers.iter().any(|a| a == "client"))
+            else {
+                return;
+            };
+            if let Some((approve, reason)) = ask(held.clone()).await {
+                let _ = self
+                    .stores
+                    .approvals
+                    .decide(&held.id, approve, "client", reason.as_deref(), now_ms())
+                    .await;
+                self.announce(&held.id).await;
+            }
+        };
+        let askers = async {
+            tokio::join!(command, client);
+            std::future::pending::<()>().await
+        };
+        let wait = self.await_decision(call, &held.id);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(approval.timeout_ms + 100);
+        tokio::select! {
+            answer = tokio::time::timeout_at(deadline, wait) => answer.unwrap_or(Approved::Expired),
+            _ = askers => unreachable!("the askers branch never completes"),
+        }
+    }
+
+    /// Makes a new pending approval known: the log, the audit, the client's progress, the
+    /// webhook.
+    fn announce_pending(&self, call: &CallInfo<'_>, args: &Value, held: &PendingApproval) {
         tracing::warn!(approval = %held.id, tool = call.tool, grant = %call.grant.name, "call held for a human's approval: toolgate approvals approve {}", held.id);
         if let Some(audit) = self.audit.get() {
             audit.record_later(AuditRecord {
-                at_ms: now,
+                at_ms: held.created_ms,
                 kind: "call".into(),
                 decision: "approval_pending".into(),
                 grant: Some(held.grant.clone()),
@@ -575,88 +680,119 @@ impl Guard {
                 }
             });
         }
-        let command = async {
-            if let Some((approve, reason)) = self
-                .ask_command(call, args, decision, policy, approval, &held)
-                .await
+    }
+
+    /// Waits until approval `id` is decided (or gone), keeping the client informed; consumes
+    /// it when approved. Unbounded: the caller sets the deadline.
+    async fn await_decision(&self, call: &CallInfo<'_>, id: &str) -> Approved {
+        let mut told = tokio::time::Instant::now();
+        loop {
+            if told.elapsed() >= HOLD_KEEPALIVE
+                && let Some(on_hold) = call.on_hold
             {
-                let by = format!("command:{}", self.approval_command[0]);
-                let _ = self
-                    .stores
-                    .approvals
-                    .decide(&held.id, approve, &by, reason.as_deref(), now_ms())
-                    .await;
-                self.announce(&held.id).await;
+                on_hold(id);
+                told = tokio::time::Instant::now();
             }
-        };
-        let client = async {
-            let Some(ask) = call
-                .ask_client
-                .filter(|_| approval.approvers.iter().any(|a| a == "client"))
-            else {
-                return;
+            let woken = self.decided.notified();
+            match self.stores.approvals.get(id, now_ms()).await {
+                Ok(Some(a)) => match a.status {
+                    ApprovalStatus::Pending => {}
+                    ApprovalStatus::Approved => {
+                        return match self.stores.approvals.consume(id, now_ms()).await {
+                            Ok(true) => {
+                                tracing::info!(approval = %id, by = a.decided_by.as_deref().unwrap_or("?"), "call approved");
+                                Approved::Yes
+                            }
+                            _ => Approved::Expired,
+                        };
+                    }
+                    ApprovalStatus::Denied => {
+                        return Approved::No(a.reason.unwrap_or_else(|| "no reason given".into()));
+                    }
+                    ApprovalStatus::Expired | ApprovalStatus::Used => return Approved::Expired,
+                },
+                Ok(None) => return Approved::Expired,
+                Err(e) => tracing::warn!(error = %e, "reading an approval failed; retrying"),
+            }
+            // Decisions made in this process, or announced on Redis, wake the wait at once;
+            // others (the CLI or another instance without Redis) are seen at the next poll.
+            let poll = if self.stores.redis.is_some() {
+                APPROVAL_POLL_WITH_REDIS
+            } else {
+                APPROVAL_POLL
             };
-            if let Some((approve, reason)) = ask(held.clone()).await {
-                let _ = self
-                    .stores
-                    .approvals
-                    .decide(&held.id, approve, "client", reason.as_deref(), now_ms())
-                    .await;
-                self.announce(&held.id).await;
-            }
-        };
-        let askers = async {
-            tokio::join!(command, client);
-            std::future::pending::<()>().await
-        };
-        let wait = async {
-            let mut told = tokio::time::Instant::now();
-            loop {
-                if told.elapsed() >= HOLD_KEEPALIVE
-                    && let Some(on_hold) = call.on_hold
-                {
-                    on_hold(&held.id);
-                    told = tokio::time::Instant::now();
-                }
-                let woken = self.decided.notified();
-                match self.stores.approvals.get(&held.id, now_ms()).await {
-                    Ok(Some(a)) => match a.status {
-                        ApprovalStatus::Pending => {}
-                        ApprovalStatus::Approved => {
-                            return match self.stores.approvals.consume(&held.id, now_ms()).await {
-                                Ok(true) => {
-                                    tracing::info!(approval = %held.id, by = a.decided_by.as_deref().unwrap_or("?"), "call approved");
-                                    Approved::Yes
-                                }
-                                _ => Approved::Expired,
-                            };
-                        }
-                        ApprovalStatus::Denied => {
-                            return Approved::No(
-                                a.reason.unwrap_or_else(|| "no reason given".into()),
-                            );
-                        }
-                        ApprovalStatus::Expired | ApprovalStatus::Used => return Approved::Expired,
-                    },
-                    Ok(None) => return Approved::Expired,
-                    Err(e) => tracing::warn!(error = %e, "reading an approval failed; retrying"),
-                }
-                // Decisions made in this process, or announced on Redis, wake the wait at once;
-                // others (the CLI or another instance without Redis) are seen at the next poll.
-                let poll = if self.stores.redis.is_some() {
-                    APPROVAL_POLL_WITH_REDIS
-                } else {
-                    APPROVAL_POLL
-                };
-                let _ = tokio::time::timeout(poll, woken).await;
-            }
-        };
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(approval.timeout_ms + 100);
-        tokio::select! {
-            answer = tokio::time::timeout_at(deadline, wait) => answer.unwrap_or(Approved::Expired),
-            _ = askers => unreachable!("the askers branch never completes"),
+            let _ = tokio::time::timeout(poll, woken).await;
         }
+    }
+
+    /// A 2026-07-28 client's retry answering an approval it was asked about: the approval
+    /// must be pending (or decided) for this very call; the user's answer decides it unless
+    /// someone decided first; then the call goes on as that decision says.
+    async fn resume_client_approval(
+        &self,
+        call: &CallInfo<'_>,
+        this_call: &PendingApproval,
+        id: &str,
+        answer: Option<(bool, Option<String>)>,
+    ) -> Approved {
+        let now = now_ms();
+        let existing = match self.stores.approvals.get(id, now).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return Approved::Expired,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the approval a client answered");
+                return Approved::Unasked;
+            }
+        };
+        // Stateless clients have no session of their own to bind (another instance may serve
+        // the retry): the grant, server, tool, arguments and policy version must match.
+        let same_call = PendingApproval {
+            session: existing.session.clone(),
+            ..this_call.clone()
+        };
+        if !existing.binds(&same_call) {
+            tracing::warn!(approval = id, grant = %call.grant.name, tool = call.tool, "a client answered an approval with a different call; asking again is refused");
+            return Approved::No(
+                "the answer was for another call (other arguments or tool)".into(),
+            );
+        }
+        if let Some((approve, reason)) = answer
+            && existing.status == ApprovalStatus::Pending
+        {
+            let _ = self
+                .stores
+                .approvals
+                .decide(id, approve, "client", reason.as_deref(), now)
+                .await;
+            self.announce(id).await;
+        }
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(existing.expires_ms.saturating_sub(now) + 100);
+        tokio::time::timeout_at(deadline, self.await_decision(call, id))
+            .await
+            .unwrap_or(Approved::Expired)
+    }
+
+    /// The `requestState` that names approval `id` to the client of `grant`: the id with a
+    /// MAC, so that a client cannot make it name another approval or another grant's.
+    pub fn approval_state(&self, grant: &str, id: &str) -> String {
+        let mac = crate::seal::mac(
+            &self.state_key,
+            &[b"approval", grant.as_bytes(), id.as_bytes()],
+        );
+        format!("{APPROVAL_STATE_PREFIX}{id}.{}", hex::encode(mac))
+    }
+
+    /// The approval a `requestState` names, if it is one this gateway (or one sharing its
+    /// `session_key`) made for `grant`.
+    pub fn approval_in_state(&self, grant: &str, state: &str) -> Option<String> {
+        let (id, mac) = state.strip_prefix(APPROVAL_STATE_PREFIX)?.split_once('.')?;
+        let mac = hex::decode(mac).ok()?;
+        let want = crate::seal::mac(
+            &self.state_key,
+            &[b"approval", grant.as_bytes(), id.as_bytes()],
+        );
+        bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &mac[..])).then(|| id.to_owned())
     }
 
     /// Decides a pending approval from this process (the admin API): waiting calls wake at
@@ -756,6 +892,8 @@ impl Guard {
 
 /// How often a held call looks at its approval (decisions made in this process wake it at
 /// once).
+/// Prefix of the `requestState` of an approval asked of a 2026-07-28 client.
+pub const APPROVAL_STATE_PREFIX: &str = "tg-approval.";
 const APPROVAL_POLL: Duration = Duration::from_millis(250);
 /// The same when Redis announces every decision: polling only covers a missed message.
 const APPROVAL_POLL_WITH_REDIS: Duration = Duration::from_secs(3);
@@ -767,6 +905,8 @@ const HOLD_KEEPALIVE: Duration = Duration::from_secs(10);
 /// What became of an approval request.
 enum Approved {
     Yes,
+    /// Ask the client (`input_required`) about this pending approval.
+    AskClient(Box<PendingApproval>),
     /// A human said no, with this reason.
     No(String),
     Expired,

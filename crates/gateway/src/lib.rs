@@ -13,6 +13,7 @@ pub mod guard;
 pub mod inventory;
 pub mod metrics;
 pub mod names;
+pub mod seal;
 pub mod session;
 pub mod stores;
 pub mod survey;

@@ -20,7 +20,7 @@ use crate::audit::{AuditLog, PendingRecord};
 use crate::config::Config;
 use crate::config::Pinning;
 use crate::grant::Grant;
-use crate::guard::{self, Admission, CallInfo, Guard, Refusal};
+use crate::guard::{self, Admission, CallInfo, ClientInput, Guard, Refusal};
 use crate::inventory::{IndexedTool, Inventory, ToolIndex};
 use crate::metrics::Metrics;
 use crate::names;
@@ -571,6 +571,35 @@ impl Session {
             let tx = ask_tx.clone();
             Box::pin(async move { asker.ask_client_approval(&tx, &approval).await })
         };
+        let client_input = match self.mode {
+            Mode::Handshake => None,
+            Mode::Stateless => match params
+                .get_str("requestState")
+                .filter(|s| s.starts_with(guard::APPROVAL_STATE_PREFIX))
+            {
+                Some(state) => {
+                    let Some(approval) = self.guard.approval_in_state(&self.grant.name, &state)
+                    else {
+                        record.decision = "invalid".into();
+                        return error(
+                            ErrorCode::InvalidParams,
+                            "unknown or expired requestState".into(),
+                        );
+                    };
+                    let answer = params
+                        .get_object("inputResponses")
+                        .and_then(|r| r.get_object("approval"))
+                        .and_then(|r| approval_answer(&r));
+                    Some(ClientInput::Answer { approval, answer })
+                }
+                None if request_capabilities(&request).contains("elicitation") => {
+                    Some(ClientInput::CanAsk)
+                }
+                None => None,
+            },
+        };
+        // The answer to our approval question is for the gateway, not the upstream.
+        let answered = matches!(client_input, Some(ClientInput::Answer { .. }));
         let call = CallInfo {
             grant: &self.grant,
             session: &self.id,
@@ -582,6 +611,7 @@ impl Session {
             arguments: params.get("arguments"),
             on_hold: Some(&on_hold),
             ask_client: Some(&ask_client),
+            client_input,
         };
         let pass = match self.guard.admit(&call).await {
             Admission::Pass(p) => p,
@@ -590,6 +620,26 @@ impl Session {
                 record.decision = "invalid".into();
                 record.message = Some(why.into());
                 return error(ErrorCode::InvalidParams, why.into());
+            }
+            Admission::AskClient {
+                approval,
+                request_state,
+            } => {
+                record.decision = "input_required".into();
+                record.message = Some(format!(
+                    "the client's user was asked to approve (approval {})",
+                    approval.id
+                ));
+                let mut question = RawObject::new();
+                question.set_value("method", "elicitation/create");
+                question.set("params", raw(&approval_question(&approval)));
+                let mut requests = RawObject::new();
+                requests.set("approval", question.to_raw());
+                let mut result = RawObject::new();
+                result.set_value("resultType", "input_required");
+                result.set("inputRequests", requests.to_raw());
+                result.set_value("requestState", &request_state);
+                return id.clone().map(|id| Message::response(id, result.to_raw()));
             }
             Admission::Refuse(refusal) => {
                 tracing::info!(grant = %self.grant.name, server = %up.name, tool = %original, decision = refusal.decision, rule = %refusal.rule, "call refused");
@@ -607,9 +657,13 @@ impl Session {
         record.rule = Some(pass.decision.rule.clone());
         record.policy_version = Some(pass.policy_version.clone());
         let mut request = request;
-        if original != name {
+        if original != name || answered {
             let mut params = params;
             params.set_value("name", &original);
+            if answered {
+                params.remove("requestState");
+                params.remove("inputResponses");
+            }
             request.set_params(&params);
         }
         let started = Instant::now();
@@ -660,25 +714,7 @@ impl Session {
             .lock()
             .unwrap()
             .insert(id.clone(), answer_tx);
-        let params = json!({
-            "message": format!(
-                "toolgate: approve this call of {}/{} (risk: {})?\nArguments: {}\nRule: {} (approval {})",
-                approval.server,
-                approval.tool,
-                approval.severity.as_deref().unwrap_or("unknown"),
-                approval.arguments,
-                approval.rule,
-                approval.id
-            ),
-            "requestedSchema": {
-                "type": "object",
-                "properties": {
-                    "approve": {"type": "boolean", "title": "Approve this call", "description": "Let this call run, once"},
-                    "reason": {"type": "string", "title": "Reason", "description": "Why (the agent is told when you refuse)"}
-                },
-                "required": ["approve"]
-            }
-        });
+        let params = approval_question(approval);
         let request = Message::request(id.clone(), "elicitation/create", Some(&raw(&params)));
         // Decided elsewhere first (the question is dropped): forget it and tell the client.
         let question = OwnRequest {
@@ -691,19 +727,7 @@ impl Session {
         }
         let response = answer.await.ok()?;
         drop(question);
-        let result = response.result()?;
-        let content = result.get_object("content").unwrap_or_default();
-        let reason = content.get_str("reason").filter(|r| !r.trim().is_empty());
-        match result.get_str("action").as_deref() {
-            Some("accept") if content.get("approve").is_some_and(|v| v.get() == "true") => {
-                Some((true, reason))
-            }
-            Some("accept") | Some("decline") => Some((
-                false,
-                Some(reason.unwrap_or_else(|| "the user declined it".into())),
-            )),
-            _ => None,
-        }
+        approval_answer(&response.result()?)
     }
 
     /// A call's audit record, started before anything is decided: if the work is dropped
@@ -1632,4 +1656,44 @@ fn strip_modern_meta(request: &mut Message) {
 
 fn parse_cursor(cursor: &str) -> Option<usize> {
     cursor.strip_prefix("tg1.")?.parse().ok()
+}
+
+/// The form that asks a client's user to approve a held call (MCP elicitation, form mode).
+fn approval_question(approval: &toolgate_state::Approval) -> serde_json::Value {
+    json!({
+        "message": format!(
+            "toolgate: approve this call of {}/{} (risk: {})?\nArguments: {}\nRule: {} (approval {})",
+            approval.server,
+            approval.tool,
+            approval.severity.as_deref().unwrap_or("unknown"),
+            approval.arguments,
+            approval.rule,
+            approval.id
+        ),
+        "requestedSchema": {
+            "type": "object",
+            "properties": {
+                "approve": {"type": "boolean", "title": "Approve this call", "description": "Let this call run, once"},
+                "reason": {"type": "string", "title": "Reason", "description": "Why (the agent is told when you refuse)"}
+            },
+            "required": ["approve"]
+        }
+    })
+}
+
+/// The user's answer to [`approval_question`]: `(approved, reason)`, or `None` when the
+/// question was dismissed.
+fn approval_answer(result: &RawObject) -> Option<(bool, Option<String>)> {
+    let content = result.get_object("content").unwrap_or_default();
+    let reason = content.get_str("reason").filter(|r| !r.trim().is_empty());
+    match result.get_str("action").as_deref() {
+        Some("accept") if content.get("approve").is_some_and(|v| v.get() == "true") => {
+            Some((true, reason))
+        }
+        Some("accept") | Some("decline") => Some((
+            false,
+            Some(reason.unwrap_or_else(|| "the user declined it".into())),
+        )),
+        _ => None,
+    }
 }
