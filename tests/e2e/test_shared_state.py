@@ -364,7 +364,7 @@ LIMITED_AND_FREE = {
 
 
 async def test_with_redis_down_limited_calls_fail_closed_and_work_again_once_it_is_back(
-    gateway_factory, private_services, tmp_path
+    private_services, gateway_factory, tmp_path
 ):
     log = CallLog(tmp_path / "calls.jsonl")
     gw = gateway_factory(policy_server("ssh", log), policy=LIMITED_AND_FREE, state=private_services.fresh_state())
@@ -374,10 +374,13 @@ async def test_with_redis_down_limited_calls_fail_closed_and_work_again_once_it_
         assert_passed(await alice.call_tool("list_files", {"path": "up"}), "ssh", "list_files", {"path": "up"})
 
         private_services.stop_redis()
-        started = time.monotonic()
-        refused = await alice.call_tool("list_files", {"path": "down"})
-        assert time.monotonic() - started < 5, "the refusal took longer than the store timeout allows"
-        assert assert_denied(refused, "error", "/tools/list_files/limits/0", v) == STORE_DENIAL
+        # Refused, every time, within the store timeout (500 ms by default) and a margin.
+        for i in range(3):
+            started = time.monotonic()
+            refused = await alice.call_tool("list_files", {"path": f"down-{i}"})
+            took = time.monotonic() - started
+            assert assert_denied(refused, "error", "/tools/list_files/limits/0", v) == STORE_DENIAL
+            assert took < 2, f"refusal {i} took {took:.2f} s"
         # A tool without limits does not need Redis.
         assert_passed(await alice.call_tool("ssh_session_start", start), "ssh", "ssh_session_start", start)
         assert "rate-limit store failed; denying the call (fail closed)" in gw.log()
@@ -421,7 +424,7 @@ def spooled(gw: Gateway) -> list[dict]:
 
 
 async def test_with_postgresql_down_calls_go_on_and_their_audit_records_wait_on_disk_until_it_is_back(
-    gateway_factory, private_services, tmp_path
+    private_services, gateway_factory, tmp_path
 ):
     log = CallLog(tmp_path / "calls.jsonl")
     gw = gateway_factory(policy_server("ssh", log), policy=AUDITED, state=private_services.fresh_state())
@@ -584,3 +587,91 @@ async def test_after_kill_9_under_load_the_counts_the_pending_approval_and_every
             assert over.startswith(f"rate limit `files` reached: at most {BUDGET} per sliding hour per grant"), over
         assert counter_used(gw, "ssh/list_files") == BUDGET
     sys.stderr.write(f"killed with {len(seen)} calls answered, {in_flight} in flight; {used} counted after the restart\n")
+
+
+# ---------------------------------------------------------------------------------------
+# 7. Strict durability with PostgreSQL down: a call waits for its record on disk only
+# ---------------------------------------------------------------------------------------
+async def test_with_strict_durability_and_postgresql_down_a_call_waits_for_its_record_on_disk_not_for_the_database(
+    private_services, gateway_factory, tmp_path
+):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=AUDITED, state=private_services.fresh_state(), extra=STRICT)
+    spool = gw.config.parent / "state" / "audit-spool"
+    sent = ["/up"]
+    async with connect(gw) as alice:
+        assert_passed(await alice.call_tool("list_files", {"path": "/up"}), "ssh", "list_files", {"path": "/up"})
+        private_services.stop_postgres()
+        # The first record finds the database gone (after the pool's 5 s timeout) and goes to disk.
+        started = time.monotonic()
+        sent.append("/down/first")
+        assert_passed(await alice.call_tool("list_files", {"path": sent[-1]}), "ssh", "list_files", {"path": sent[-1]})
+        assert time.monotonic() - started < 10
+        assert "/down/first" in paths(spooled(gw)), "answered before its record was on disk"
+        # From then on the spool takes the records: each call waits for a local file only.
+        slow = None
+        for i in range(6):
+            await anyio.sleep(0.3)
+            path = f"/down/{i}"
+            sent.append(path)
+            started = time.monotonic()
+            assert_passed(await alice.call_tool("list_files", {"path": path}), "ssh", "list_files", {"path": path})
+            took = time.monotonic() - started
+            assert path in paths(spooled(gw)), "answered before its record was on disk"
+            if took > 1:
+                slow = (i, took)
+                break
+    assert slow is None, (
+        f"call {slow[0]} with PostgreSQL down took {slow[1]:.2f} s, though the spool already held records "
+        "(the spool's replay keeps its lock while it waits for the database)"
+    )
+
+    private_services.start_postgres()
+    arrived = await poll(
+        lambda: not list(spool.glob("audit-*.jsonl")) and paths(call_records(gw, "list_files")) == sorted(sent),
+        timeout=20,
+        interval=0.25,
+    )
+    assert arrived, f"audit after 20 s: {paths(call_records(gw, 'list_files'))}, expected {sorted(sent)}"
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Redis down: approvals live in PostgreSQL, so operators can still see and decide them
+# ---------------------------------------------------------------------------------------
+async def test_with_redis_down_an_operator_still_lists_and_approves_held_calls_with_the_cli(
+    private_services, gateway_factory, tmp_path
+):
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=HOLD, state=private_services.fresh_state())
+    charge = {"amount": 5, "reason": "pens"}
+    results: list = []
+    cli: dict[str, subprocess.CompletedProcess] = {}
+    async with connect(gw) as alice:
+        await alice.list_tools()
+        private_services.stop_redis()
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                results.append(await alice.call_tool("create_charge", charge))
+
+            tg.start_soon(call)
+            held = await poll(lambda: "call held for a human's approval" in gw.log(), timeout=10)
+            assert held, "the call was not held with Redis down"
+            cli["list"] = await in_thread(toolgate, gw, "approvals", "list", "--json")
+            if cli["list"].returncode == 0:
+                [approval] = json.loads(cli["list"].stdout)["approvals"]
+                approving = time.monotonic()
+                cli["approve"] = await in_thread(toolgate, gw, "approvals", "approve", approval["id"])
+                # Nothing is announced: the held call sees the decision at its next poll (3 s).
+                with anyio.move_on_after(10):
+                    while not results:
+                        await anyio.sleep(0.05)
+                cli["released_in"] = time.monotonic() - approving
+            cli["audit"] = await in_thread(toolgate, gw, "audit", "--json")
+            tg.cancel_scope.cancel()
+    assert cli["list"].returncode == 0, f"toolgate approvals list with Redis down: {cli['list'].stderr.strip()}"
+    assert cli["approve"].returncode == 0, cli["approve"].stderr
+    assert results, "the approved call was not released within 10 s"
+    assert_passed(results[0], "ssh", "create_charge", charge)
+    assert cli["released_in"] < 3.0 + 1.5
+    assert cli["audit"].returncode == 0, f"toolgate audit with Redis down: {cli['audit'].stderr.strip()}"

@@ -15,8 +15,26 @@ use crate::grant::{Grant, Grants};
 use crate::guard::Guard;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::seal::{SEALED_PREFIX, Sealer};
 use crate::session::{Mode, Session};
-use crate::upstream::Upstream;
+use crate::upstream::{Resume, Upstream};
+
+/// What a sealed session id holds: enough for any instance sharing the `session_key` to
+/// serve the session (its HTTP upstreams' server sessions are taken over; stdio upstreams
+/// start afresh there).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ticket {
+    grant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    /// The protocol version the client asked for in `initialize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    capabilities: Box<RawValue>,
+    client_info: Box<RawValue>,
+    /// Server sessions by server name.
+    upstreams: Vec<(String, Resume)>,
+}
 
 /// Why a session could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +45,18 @@ pub enum OpenError {
     /// The grant holds as many sessions as it may.
     #[error("grant {0:?} has reached its limit of {1} sessions")]
     TooManySessions(String, usize),
+}
+
+/// What opening a session adds to a plain one.
+#[derive(Default)]
+struct Opening {
+    /// The protocol version a handshake client asked for: its session id is sealed (with it)
+    /// when instances share a key.
+    version: Option<String>,
+    /// Server sessions another instance opened, to take over, by server name.
+    resume: Vec<(String, Resume)>,
+    /// The id the session is known by already (a takeover).
+    id: Option<String>,
 }
 
 /// A grant's implicit stateless session per scope.
@@ -52,6 +82,8 @@ pub struct Gateway {
     next_key: AtomicU64,
     streams: Mutex<HashMap<Arc<str>, usize>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Seals session ids when instances share a `session_key`.
+    sealer: Option<Sealer>,
 }
 
 /// One open SSE stream counted against its grant; released on drop.
@@ -78,6 +110,7 @@ impl Gateway {
     ) -> Arc<Gateway> {
         guard.set_audit(audit.clone());
         inventory.set_audit(audit.clone());
+        let sealer = config.shared.session_key.as_ref().map(Sealer::new);
         Arc::new(Gateway {
             guard: Arc::new(guard),
             inventory: Arc::new(inventory),
@@ -91,6 +124,7 @@ impl Gateway {
             next_key: AtomicU64::new(1),
             streams: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::channel(false).0,
+            sealer,
         })
     }
 
@@ -128,6 +162,33 @@ impl Gateway {
         client_capabilities: &RawValue,
         client_info: &RawValue,
     ) -> Result<Arc<Session>, OpenError> {
+        let opening = Opening::default();
+        self.open(
+            grant,
+            scope,
+            mode,
+            client_capabilities,
+            client_info,
+            opening,
+        )
+        .await
+    }
+
+    /// Opens a session (see [`Opening`] for what a handshake and a takeover add).
+    async fn open(
+        self: &Arc<Self>,
+        grant: Arc<Grant>,
+        scope: Option<&str>,
+        mode: Mode,
+        client_capabilities: &RawValue,
+        client_info: &RawValue,
+        opening: Opening,
+    ) -> Result<Arc<Session>, OpenError> {
+        let Opening {
+            version,
+            mut resume,
+            id,
+        } = opening;
         let servers: Vec<_> = match scope {
             Some(name) => {
                 vec![
@@ -147,18 +208,51 @@ impl Gateway {
             .into_iter()
             .map(|server| match server.isolation {
                 Isolation::Shared => self.shared_upstream(&server.name),
-                Isolation::PerSession => Upstream::start(
-                    Arc::new(server),
-                    client_capabilities,
-                    client_info,
-                    self.config.limits.max_line_bytes,
-                ),
+                Isolation::PerSession => {
+                    let taken = resume
+                        .iter()
+                        .position(|(name, _)| *name == server.name)
+                        .map(|i| resume.swap_remove(i).1);
+                    Upstream::start_resuming(
+                        Arc::new(server),
+                        client_capabilities,
+                        client_info,
+                        self.config.limits.max_line_bytes,
+                        taken,
+                    )
+                }
             })
             .collect();
-        let mut id = [0u8; 16];
-        rand::rng().fill_bytes(&mut id);
+        futures_util::future::join_all(upstreams.iter().map(|u| u.settled())).await;
+        let id = match (&self.sealer, mode, id) {
+            (_, _, Some(id)) => id,
+            (Some(sealer), Mode::Handshake, None) => {
+                // Server sessions outlive this instance's use of them: another instance may
+                // serve the session next. They end when the client ends the session.
+                for up in &upstreams {
+                    up.keep_remote_session(true);
+                }
+                let ticket = Ticket {
+                    grant: grant.name.to_string(),
+                    scope: scope.map(str::to_owned),
+                    version,
+                    capabilities: client_capabilities.to_owned(),
+                    client_info: client_info.to_owned(),
+                    upstreams: upstreams
+                        .iter()
+                        .filter_map(|u| Some((u.name.to_string(), u.resumable()?)))
+                        .collect(),
+                };
+                sealer.seal(&serde_json::to_vec(&ticket).expect("a ticket serializes"))
+            }
+            (_, _, None) => {
+                let mut id = [0u8; 16];
+                rand::rng().fill_bytes(&mut id);
+                hex::encode(id)
+            }
+        };
         let session = Session::new(
-            hex::encode(id),
+            id,
             scope.map(str::to_owned),
             self.next_key.fetch_add(1, Ordering::Relaxed),
             grant,
@@ -171,14 +265,53 @@ impl Gateway {
             self.inventory.clone(),
             self.audit.clone(),
         );
-        futures_util::future::join_all(session.upstreams().iter().map(|u| u.settled())).await;
-        if mode != Mode::Stateless {
-            self.sessions
-                .write()
-                .unwrap()
-                .insert(session.id.clone(), session.clone());
+        if mode == Mode::Stateless {
+            return Ok(session);
         }
-        Ok(session)
+        // Two requests taking over one session at once: the first one in serves both.
+        let mut sessions = self.sessions.write().unwrap();
+        Ok(sessions
+            .entry(session.id.clone())
+            .or_insert(session)
+            .clone())
+    }
+
+    /// Serves a session another instance opened (its id is sealed under the shared key and
+    /// names this grant): the server sessions of its HTTP upstreams are taken over, its stdio
+    /// upstreams start afresh. `None` when the id is not such a session.
+    pub async fn resume_session(
+        self: &Arc<Self>,
+        id: &str,
+        grant: &Arc<Grant>,
+        scope: Option<&str>,
+    ) -> Option<Arc<Session>> {
+        let sealer = self
+            .sealer
+            .as_ref()
+            .filter(|_| id.starts_with(SEALED_PREFIX))?;
+        let ticket: Ticket = serde_json::from_slice(&sealer.open(id)?).ok()?;
+        if ticket.grant != *grant.name || ticket.scope.as_deref() != scope {
+            return None;
+        }
+        let session = self
+            .open(
+                grant.clone(),
+                scope,
+                Mode::Handshake,
+                &ticket.capabilities,
+                &ticket.client_info,
+                Opening {
+                    version: None,
+                    resume: ticket.upstreams,
+                    id: Some(id.to_owned()),
+                },
+            )
+            .await
+            .ok()?;
+        session.initialize_result(ticket.version.as_deref());
+        session.touch();
+        tracing::info!(grant = %grant.name, "took over a session opened by another instance");
+        Some(session)
     }
 
     /// Opens a session for a client's `initialize` and answers it: the capabilities and
@@ -192,10 +325,21 @@ impl Gateway {
         let empty = raw(&serde_json::json!({}));
         let caps = params.get("capabilities").unwrap_or(&empty);
         let info = params.get("clientInfo").unwrap_or(&empty);
+        let version = params.get_str("protocolVersion");
         let session = self
-            .open_session(grant, scope, Mode::Handshake, caps, info)
+            .open(
+                grant,
+                scope,
+                Mode::Handshake,
+                caps,
+                info,
+                Opening {
+                    version: version.clone(),
+                    ..Opening::default()
+                },
+            )
             .await?;
-        let result = session.initialize_result(params.get_str("protocolVersion").as_deref());
+        let result = session.initialize_result(version.as_deref());
         tracing::info!(session = %session.id, grant = %session.grant.name, version = %session.protocol_version(), "session opened");
         Ok((session, result))
     }
@@ -254,6 +398,20 @@ impl Gateway {
             session.touch();
             session
         })
+    }
+
+    /// The session with this id for `grant` at this endpoint: one of this instance's, or one
+    /// another instance sharing the session key opened (taken over).
+    pub async fn find_session(
+        self: &Arc<Self>,
+        id: &str,
+        grant: &Arc<Grant>,
+        scope: Option<&str>,
+    ) -> Option<Arc<Session>> {
+        match self.session(id, grant) {
+            Some(s) => (s.scope.as_deref() == scope).then_some(s),
+            None => self.resume_session(id, grant, scope).await,
+        }
     }
 
     /// The implicit session that serves a grant's stateless (2026-07-28) requests.

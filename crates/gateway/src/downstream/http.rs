@@ -220,7 +220,7 @@ async fn post(
     };
 
     let session = match header_str(&headers, SESSION_HEADER) {
-        Some(id) => match gateway.session(id, &grant).filter(|s| s.scope == scope) {
+        Some(id) => match gateway.find_session(id, &grant, scope.as_deref()).await {
             Some(s) => {
                 if let Some(v) =
                     header_str(&headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
@@ -602,8 +602,8 @@ async fn open_get_stream(
     };
     let Some(session) = state
         .gateway
-        .session(id, &grant)
-        .filter(|s| s.scope == scope)
+        .find_session(id, &grant, scope.as_deref())
+        .await
     else {
         return rpc_error(
             StatusCode::NOT_FOUND,
@@ -645,7 +645,7 @@ async fn open_get_stream(
 }
 
 async fn delete_session(state: Shared, headers: HeaderMap) -> Response {
-    end_session(state, None, headers)
+    end_session(state, None, headers).await
 }
 
 async fn delete_session_scoped(
@@ -653,10 +653,10 @@ async fn delete_session_scoped(
     Path(server): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    end_session(state, Some(server), headers)
+    end_session(state, Some(server), headers).await
 }
 
-fn end_session(State(state): Shared, scope: Option<String>, headers: HeaderMap) -> Response {
+async fn end_session(State(state): Shared, scope: Option<String>, headers: HeaderMap) -> Response {
     let grant = match admit(&state, &headers) {
         Ok(g) => g,
         Err(r) => return r,
@@ -671,10 +671,14 @@ fn end_session(State(state): Shared, scope: Option<String>, headers: HeaderMap) 
     };
     match state
         .gateway
-        .session(id, &grant)
-        .filter(|s| s.scope == scope)
+        .find_session(id, &grant, scope.as_deref())
+        .await
     {
         Some(session) => {
+            // The client ends the session for good: its server sessions end too.
+            for up in session.upstreams() {
+                up.keep_remote_session(false);
+            }
             state.gateway.close_session(&session.id);
             tracing::info!(session = %session.id, "session closed by the client");
             StatusCode::OK.into_response()

@@ -96,6 +96,13 @@ pub(crate) trait Outbound: Send + Sync {
     fn send(&self, conn: &Arc<Connection>, message: Message) -> Result<(), UpstreamError>;
     /// The handshake is done (HTTP opens its standalone event stream here).
     fn initialized(&self, _conn: &Arc<Connection>) {}
+    /// The server's own session id (Streamable HTTP), for another instance to take over.
+    fn remote_session(&self) -> Option<String> {
+        None
+    }
+    /// Leave the server's session open when this connection ends (another instance may
+    /// serve it), or end it politely (the default).
+    fn keep_remote_session(&self, _keep: bool) {}
 }
 
 /// A live connection to one upstream.
@@ -130,6 +137,28 @@ impl Connection {
             lists: Mutex::new(HashMap::new()),
             tool_index: Mutex::new(None),
         })
+    }
+
+    /// Takes over a server session that another instance opened: the handshake it made is
+    /// `info`. Request ids start at a random point, so that both instances' requests in the
+    /// one server session do not collide.
+    pub(crate) fn resume(self: &Arc<Self>, info: InitInfo) {
+        self.next_id.store(
+            u64::from(rand::random::<u32>()) << 20 | 1,
+            Ordering::Relaxed,
+        );
+        *self.info.lock().unwrap() = Arc::new(info);
+        self.outbound.initialized(self);
+    }
+
+    /// The server's own session id, when it has one (Streamable HTTP).
+    pub fn remote_session(&self) -> Option<String> {
+        self.outbound.remote_session()
+    }
+
+    /// See [`Outbound::keep_remote_session`].
+    pub fn keep_remote_session(&self, keep: bool) {
+        self.outbound.keep_remote_session(keep)
     }
 
     /// What the upstream declared in its handshake.

@@ -24,6 +24,8 @@ struct Shared {
     headers: HeaderMap,
     session_id: Mutex<Option<HeaderValue>>,
     protocol_version: Mutex<Option<HeaderValue>>,
+    /// Leave the server's session open when the connection is dropped.
+    keep_session: std::sync::atomic::AtomicBool,
 }
 
 struct HttpOutbound(Arc<Shared>);
@@ -32,6 +34,7 @@ struct HttpOutbound(Arc<Shared>);
 pub(super) fn open(
     config: Arc<ServerConfig>,
     upstream: Weak<Upstream>,
+    resume: Option<&super::Resume>,
 ) -> Result<Arc<Connection>, UpstreamError> {
     let Transport::Http {
         url,
@@ -63,8 +66,9 @@ pub(super) fn open(
         server,
         client,
         headers: map,
-        session_id: Mutex::new(None),
+        session_id: Mutex::new(resume.and_then(|r| HeaderValue::try_from(r.session.as_str()).ok())),
         protocol_version: Mutex::new(None),
+        keep_session: std::sync::atomic::AtomicBool::new(false),
     });
     Ok(Connection::new(
         config,
@@ -98,11 +102,29 @@ impl Outbound for HttpOutbound {
             HeaderValue::try_from(conn.info().protocol_version.as_str()).ok();
         tokio::spawn(listen(self.0.clone(), Arc::downgrade(conn)));
     }
+
+    fn remote_session(&self) -> Option<String> {
+        let id = self.0.session_id.lock().unwrap().clone()?;
+        id.to_str().ok().map(str::to_owned)
+    }
+
+    fn keep_remote_session(&self, keep: bool) {
+        self.0
+            .keep_session
+            .store(keep, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for HttpOutbound {
     /// Ends the upstream session, as a client leaving politely does.
     fn drop(&mut self) {
+        if self
+            .0
+            .keep_session
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let Some(session) = self.0.session_id.lock().unwrap().clone() else {
             return;
         };

@@ -19,6 +19,21 @@ use toolgate_wire::Message;
 
 pub use connection::{Connection, Exchange, InitInfo, Io, poll_io};
 
+/// A server session (Streamable HTTP) opened by another instance, to take over without a new
+/// handshake: what that handshake established.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    /// The server's `Mcp-Session-Id`.
+    pub session: String,
+    /// The negotiated protocol version.
+    pub version: String,
+    /// The server's capabilities.
+    pub capabilities: Box<RawValue>,
+    /// The server's `serverInfo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<Box<RawValue>>,
+}
+
 /// POSTs a JSON body to `url` (the approvals webhook) with the gateway's HTTP client; the
 /// response status, or why there is none. `timeout` bounds the whole exchange.
 pub async fn post_json(url: &str, body: String, timeout: Duration) -> Result<u16, String> {
@@ -106,6 +121,10 @@ pub struct Upstream {
     client_info: Box<RawValue>,
     max_line: usize,
     state: Mutex<State>,
+    /// A server session to take over at the first connection, instead of a handshake.
+    resume: Mutex<Option<Resume>>,
+    /// Leave server sessions open when a connection ends (see [`Upstream::keep_remote_session`]).
+    keep_remote: std::sync::atomic::AtomicBool,
     settled: watch::Sender<u64>,
     subscribers: Mutex<Vec<Weak<dyn Subscriber>>>,
     /// Dropped with the upstream: tells the supervisor to stop.
@@ -122,6 +141,18 @@ impl Upstream {
         client_info: &RawValue,
         max_line: usize,
     ) -> Arc<Upstream> {
+        Upstream::start_resuming(config, client_capabilities, client_info, max_line, None)
+    }
+
+    /// [`Upstream::start`], taking over `resume` (a server session another instance opened)
+    /// at the first connection; later connections make their own handshake.
+    pub fn start_resuming(
+        config: Arc<ServerConfig>,
+        client_capabilities: &RawValue,
+        client_info: &RawValue,
+        max_line: usize,
+        resume: Option<Resume>,
+    ) -> Arc<Upstream> {
         let caps = filter_capabilities(&config, client_capabilities);
         let (stop, stop_rx) = watch::channel(());
         let up = Arc::new(Upstream {
@@ -131,6 +162,8 @@ impl Upstream {
             client_info: client_info.to_owned(),
             max_line,
             state: Mutex::new(State::Connecting),
+            resume: Mutex::new(resume),
+            keep_remote: std::sync::atomic::AtomicBool::new(false),
             settled: watch::channel(0).0,
             subscribers: Mutex::new(Vec::new()),
             _stop: stop,
@@ -234,12 +267,57 @@ impl Upstream {
         }
     }
 
+    /// What another instance needs to take over this upstream's server session: only for a
+    /// per-session HTTP upstream that is up and has a server session.
+    pub fn resumable(&self) -> Option<Resume> {
+        if !matches!(self.config.transport, Transport::Http { .. })
+            || self.config.isolation != crate::config::Isolation::PerSession
+        {
+            return None;
+        }
+        let conn = self.connection().ok()?;
+        let info = conn.info();
+        Some(Resume {
+            session: conn.remote_session()?,
+            version: info.protocol_version.clone(),
+            capabilities: info.capabilities.to_raw(),
+            server_info: info.server_info.clone(),
+        })
+    }
+
+    /// Whether the server session outlives this gateway's use of it (sessions other
+    /// instances may take over), or ends with it.
+    pub fn keep_remote_session(&self, keep: bool) {
+        if self.config.isolation != crate::config::Isolation::PerSession {
+            return;
+        }
+        self.keep_remote
+            .store(keep, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(conn) = self.connection() {
+            conn.keep_remote_session(keep);
+        }
+    }
+
     async fn connect(self: &Arc<Self>) -> Result<Arc<Connection>, UpstreamError> {
         let weak = Arc::downgrade(self);
+        let resume = self.resume.lock().unwrap().take();
         let conn = match &self.config.transport {
             Transport::Stdio { .. } => stdio::spawn(self.config.clone(), weak, self.max_line)?,
-            Transport::Http { .. } => http::open(self.config.clone(), weak)?,
+            Transport::Http { .. } => http::open(self.config.clone(), weak, resume.as_ref())?,
         };
+        conn.keep_remote_session(self.keep_remote.load(std::sync::atomic::Ordering::Relaxed));
+        if let Some(resume) =
+            resume.filter(|_| matches!(self.config.transport, Transport::Http { .. }))
+        {
+            conn.resume(InitInfo {
+                protocol_version: resume.version,
+                capabilities: toolgate_wire::RawObject::from_raw(&resume.capabilities)
+                    .unwrap_or_default(),
+                server_info: resume.server_info,
+                instructions: None,
+            });
+            return Ok(conn);
+        }
         let timeout = self.config.startup_timeout;
         match tokio::time::timeout(
             timeout,
