@@ -503,6 +503,7 @@ async def test_after_kill_9_under_load_the_counts_the_pending_approval_and_every
     answered: list[str] = []  # calls whose success the client saw
     attempted: list[str] = []  # every call sent
     killed = False
+    finished: list[str] = []  # the clients' tasks that ended, and how
 
     with logged(Gateway(home, servers, policy=CRASH, state=state, extra=STRICT), "toolgate-killed.log") as gw:
 
@@ -510,7 +511,8 @@ async def test_after_kill_9_under_load_the_counts_the_pending_approval_and_every
             try:
                 async with connect(gw) as client:
                     result = await client.call_tool("create_charge", {"amount": 99})
-            except Exception:
+            except Exception as e:
+                finished.append(repr(e))
                 if killed:
                     return
                 raise
@@ -533,9 +535,12 @@ async def test_after_kill_9_under_load_the_counts_the_pending_approval_and_every
                         # An answer, even one read after the kill, was sent by the gateway.
                         assert_passed(result, "ssh", "list_files", {"path": path})
                         answered.append(path)
-            except Exception:
+            except Exception as e:
+                finished.append(repr(e))
                 if not killed:
                     raise
+            else:
+                finished.append("ended")
 
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
@@ -552,7 +557,10 @@ async def test_after_kill_9_under_load_the_counts_the_pending_approval_and_every
                 killed = True
                 gw.proc.send_signal(signal.SIGKILL)
                 assert gw.proc.wait(timeout=10) == -signal.SIGKILL
-                await anyio.sleep(1)
+                # The clients notice (their connections are gone); then nothing is left running.
+                with anyio.move_on_after(10):
+                    while len(finished) < 7:
+                        await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
     seen = list(answered)
     in_flight = len(attempted) - len(seen)

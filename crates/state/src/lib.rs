@@ -10,6 +10,7 @@ pub mod pins;
 pub mod postgres;
 pub mod redis;
 pub mod spool;
+mod sql;
 pub mod sqlite;
 #[cfg(test)]
 mod testing;

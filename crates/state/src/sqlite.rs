@@ -12,13 +12,16 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
-use crate::approvals::{Approval, ApprovalStatus, ApprovalStore, expire};
+use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
 use crate::audit::{AuditFilter, AuditRecord, AuditSink};
 use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
 };
 use crate::pins::{PinRecord, PinStore, Pinned};
+use crate::sql::{
+    PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode, pin_record,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
 /// a database is migrated exactly once per step.
@@ -336,29 +339,6 @@ async fn rollback_in(
     Ok(())
 }
 
-const PIN_COLUMNS: &str = "server, tool, fingerprint, definition, approved_ms, pending_fingerprint, pending_definition, pending_ms, first_seen_ms";
-
-fn pin_record(row: &sqlx::sqlite::SqliteRow) -> Result<PinRecord, sqlx::Error> {
-    let pinned = |fp: usize, def: usize, at: usize| -> Result<Option<Pinned>, sqlx::Error> {
-        let fingerprint: Option<String> = row.try_get(fp)?;
-        Ok(match fingerprint {
-            Some(fingerprint) => Some(Pinned {
-                fingerprint,
-                definition: row.try_get::<Option<String>, _>(def)?.unwrap_or_default(),
-                at_ms: row.try_get::<Option<i64>, _>(at)?.unwrap_or(0).max(0) as u64,
-            }),
-            None => None,
-        })
-    };
-    Ok(PinRecord {
-        server: row.try_get(0)?,
-        tool: row.try_get(1)?,
-        approved: pinned(2, 3, 4)?,
-        pending: pinned(5, 6, 7)?,
-        first_seen_ms: row.try_get::<i64, _>(8)?.max(0) as u64,
-    })
-}
-
 async fn pin_of(
     conn: &mut SqliteConnection,
     server: &str,
@@ -587,45 +567,8 @@ impl AuditSink for SqliteState {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
         Box::pin(async move {
-            let mut conditions = Vec::new();
-            if filter.grant.is_some() {
-                conditions.push("grant_name = ?");
-            }
-            if filter.tool.is_some() {
-                conditions.push("tool = ?");
-            }
-            if filter.decision.is_some() {
-                conditions.push("decision = ?");
-            }
-            if filter.since_ms.is_some() {
-                conditions.push("at_ms >= ?");
-            }
-            if filter.after_id.is_some() {
-                conditions.push("id > ?");
-            }
-            let clause = if conditions.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conditions.join(" AND "))
-            };
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT id, record FROM audit {clause} ORDER BY id DESC LIMIT ?"
-            ));
-            let mut query = sqlx::query(sql);
-            for value in [&filter.grant, &filter.tool, &filter.decision]
-                .into_iter()
-                .flatten()
-            {
-                query = query.bind(value.clone());
-            }
-            if let Some(since) = filter.since_ms {
-                query = query.bind(since as i64);
-            }
-            if let Some(after) = filter.after_id {
-                query = query.bind(after);
-            }
-            let rows = query
-                .bind(filter.limit.min(i64::MAX as usize) as i64)
+            let sql = sqlx::AssertSqlSafe(audit_query(filter, |_| "?".to_owned()));
+            let rows = bind_audit_filter(sqlx::query(sql), filter)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
@@ -633,10 +576,7 @@ impl AuditSink for SqliteState {
             for row in rows.iter().rev() {
                 let id: i64 = row.try_get(0).map_err(unavailable)?;
                 let text: String = row.try_get(1).map_err(unavailable)?;
-                let mut record: AuditRecord = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Unavailable(format!("audit record {id}: {e}")))?;
-                record.id = id;
-                records.push(record);
+                records.push(audit_record(id, &text)?);
             }
             Ok(records)
         })
@@ -664,17 +604,6 @@ impl AuditSink for SqliteState {
             Self::end(conn, result).await
         })
     }
-}
-
-fn approval_of(text: &str, now_ms: u64) -> Result<Approval, StoreError> {
-    let mut a: Approval = serde_json::from_str(text)
-        .map_err(|e| StoreError::Unavailable(format!("approval record: {e}")))?;
-    expire(&mut a, now_ms);
-    Ok(a)
-}
-
-fn encode(a: &Approval) -> Result<String, sqlx::Error> {
-    serde_json::to_string(a).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 impl ApprovalStore for SqliteState {
