@@ -38,10 +38,20 @@ impl std::fmt::Debug for Stores {
     }
 }
 
+/// Who opens the stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `toolgate serve`: Redis must answer at start, and this process replays the audit spool.
+    Serve,
+    /// A CLI command: Redis is only needed by what uses it (a command about approvals works
+    /// while Redis is down), and the spool is left to the gateway.
+    Command,
+}
+
 impl Stores {
     /// Opens what the configuration names. `state.db` is opened only when something lives
     /// there.
-    pub async fn open(config: &Config) -> Result<Stores, StoreError> {
+    pub async fn open(config: &Config, purpose: Purpose) -> Result<Stores, StoreError> {
         let shared = &config.shared;
         let path = config.state_dir.join("state.db");
         let needs_sqlite =
@@ -53,8 +63,13 @@ impl Stores {
         };
         let redis = match &shared.redis {
             Some(url) => Some(
-                RedisState::connect(url, &shared.redis_prefix, config.counters.store_timeout)
-                    .await?,
+                RedisState::connect(
+                    url,
+                    &shared.redis_prefix,
+                    config.counters.store_timeout,
+                    purpose == Purpose::Serve,
+                )
+                .await?,
             ),
             None => None,
         };
@@ -83,6 +98,7 @@ impl Stores {
                     pg.clone(),
                     &config.state_dir.join("audit-spool"),
                     shared.audit_spool_max_bytes,
+                    purpose == Purpose::Serve,
                 )?;
                 (pg.clone(), spool, pg)
             }

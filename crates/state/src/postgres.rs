@@ -75,7 +75,10 @@ impl PostgresState {
     /// Connects to `url` (`postgres://user:password@host:port/db`) and migrates the schema.
     /// Each operation waits at most `timeout` for a connection.
     pub async fn connect(url: &str, timeout: Duration) -> Result<PostgresState, StoreError> {
-        let options = PgConnectOptions::from_str(url).map_err(unavailable)?;
+        // Notices (e.g. "relation already exists, skipping" at every start) are not news.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(unavailable)?
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(timeout)

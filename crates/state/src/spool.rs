@@ -13,15 +13,20 @@ use crate::counters::{BoxFuture, StoreError};
 
 /// How often a non-empty spool tries the database again.
 const REPLAY_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a batch may wait for the database before it goes to disk instead.
+const DIRECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An audit sink that spools to disk while its inner sink fails.
 pub struct SpooledAudit {
     inner: Arc<dyn AuditSink>,
     dir: PathBuf,
     max_bytes: u64,
-    /// Held while deciding between the database and the spool, and while replaying, so that
-    /// records reach the database in the order they were written.
+    /// Held while deciding between the database and the spool, so that records reach the
+    /// database in the order they were written (a batch goes to disk while older ones wait
+    /// there). Never held while the database is waited for on behalf of the spool.
     lock: Mutex<()>,
+    /// The name of the last spool file made by this process (names sort by time).
+    last_name: std::sync::Mutex<u128>,
 }
 
 impl std::fmt::Debug for SpooledAudit {
@@ -38,12 +43,14 @@ fn io(context: &str, path: &Path, e: std::io::Error) -> StoreError {
 }
 
 impl SpooledAudit {
-    /// Spools into `dir` (created if needed), at most `max_bytes` of records, and starts
-    /// replaying whatever an earlier run left there.
+    /// Spools into `dir` (created if needed), at most `max_bytes` of records. With `replay`,
+    /// starts moving what waits there (an earlier run's too) into the database; one process
+    /// per directory should (the gateway; not a CLI command sharing its directory).
     pub fn start(
         inner: Arc<dyn AuditSink>,
         dir: &Path,
         max_bytes: u64,
+        replay: bool,
     ) -> Result<Arc<SpooledAudit>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
         let spool = Arc::new(SpooledAudit {
@@ -51,7 +58,11 @@ impl SpooledAudit {
             dir: dir.to_owned(),
             max_bytes,
             lock: Mutex::new(()),
+            last_name: std::sync::Mutex::new(0),
         });
+        if !replay {
+            return Ok(spool);
+        }
         let weak = Arc::downgrade(&spool);
         tokio::spawn(async move {
             loop {
@@ -102,18 +113,23 @@ impl SpooledAudit {
                 self.dir.display()
             )));
         }
-        let seq = files
-            .last()
-            .and_then(|(p, _)| {
-                p.file_stem()?
-                    .to_str()?
-                    .strip_prefix("audit-")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |n| n + 1);
-        let path = self.dir.join(format!("audit-{seq:020}.jsonl"));
-        let temp = self.dir.join(format!(".audit-{seq:020}.tmp"));
+        // Named by time (then process and chance), so that files of processes sharing the
+        // directory sort in the order they were written and never collide.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seq = {
+            let mut last = self.last_name.lock().unwrap_or_else(|e| e.into_inner());
+            *last = now.max(*last + 1);
+            *last
+        };
+        let tag = format!(
+            "{seq:030}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let path = self.dir.join(format!("audit-{tag}.jsonl"));
+        let temp = self.dir.join(format!(".audit-{tag}.tmp"));
         let write = || -> std::io::Result<()> {
             use std::io::Write;
             let mut file = std::fs::File::create(&temp)?;
@@ -125,9 +141,10 @@ impl SpooledAudit {
         write().map_err(|e| io("cannot write", &path, e))
     }
 
-    /// Moves spooled batches into the database, oldest first, until one fails.
+    /// Moves spooled batches into the database, oldest first, until one fails. A file is
+    /// deleted only once the database has it, so new batches keep going to disk (behind it)
+    /// meanwhile, without waiting for the database.
     async fn replay(&self) {
-        let _order = self.lock.lock().await;
         let Ok(files) = self.files() else { return };
         for (path, _) in files {
             let text = match std::fs::read_to_string(&path) {
@@ -178,10 +195,18 @@ impl AuditSink for SpooledAudit {
             let _order = self.lock.lock().await;
             let files = self.files()?;
             if files.is_empty() {
-                match self.inner.append(records.clone()).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) => {
+                match tokio::time::timeout(DIRECT_TIMEOUT, self.inner.append(records.clone())).await
+                {
+                    Ok(Ok(())) => return Ok(()),
+                    // If it went in after all, the replay is stored once (records' uids).
+                    Ok(Err(e)) => {
                         tracing::warn!(error = %e, records = records.len(), "audit database unreachable; spooling to disk")
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            records = records.len(),
+                            "audit database slow to answer; spooling to disk"
+                        )
                     }
                 }
             }
@@ -252,12 +277,12 @@ mod tests {
             up: AtomicBool::new(false),
             inner: MemoryAudit::default(),
         });
-        let spool = SpooledAudit::start(flaky.clone(), &dir, 1 << 20).unwrap();
+        let spool = SpooledAudit::start(flaky.clone(), &dir, 1 << 20, true).unwrap();
         spool.append(vec![record(1), record(2)]).await.unwrap();
         spool.append(vec![record(3)]).await.unwrap();
         assert!(spool.pending_bytes() > 0);
         // Bounded: a batch beyond the limit is refused, not dropped silently.
-        let small = SpooledAudit::start(flaky.clone(), &dir.join("small"), 10).unwrap();
+        let small = SpooledAudit::start(flaky.clone(), &dir.join("small"), 10, true).unwrap();
         assert!(small.append(vec![record(9)]).await.is_err());
         flaky.up.store(true, Ordering::SeqCst);
         // Records keep their order even when new ones arrive before the replay.
@@ -288,14 +313,14 @@ mod tests {
             up: AtomicBool::new(false),
             inner: MemoryAudit::default(),
         });
-        let spool = SpooledAudit::start(down, &dir, 1 << 20).unwrap();
+        let spool = SpooledAudit::start(down, &dir, 1 << 20, true).unwrap();
         spool.append(vec![record(7)]).await.unwrap();
         drop(spool);
         let up = Arc::new(Flaky {
             up: AtomicBool::new(true),
             inner: MemoryAudit::default(),
         });
-        let again = SpooledAudit::start(up.clone(), &dir, 1 << 20).unwrap();
+        let again = SpooledAudit::start(up.clone(), &dir, 1 << 20, true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), async {
             while again.pending_bytes() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;

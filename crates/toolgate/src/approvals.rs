@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use toolgate_gateway::Config;
-use toolgate_gateway::Stores;
 use toolgate_gateway::audit::approval_decision;
 use toolgate_gateway::guard::now_ms;
+use toolgate_gateway::stores::{Purpose, Stores};
 use toolgate_policy::utc_rfc3339;
 use toolgate_state::Approval;
 
@@ -16,7 +16,7 @@ use crate::BAD_CONFIG;
 const NOT_PENDING: u8 = 1;
 
 async fn open(config: &Config) -> anyhow::Result<Stores> {
-    Stores::open(config)
+    Stores::open(config, Purpose::Command)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the approvals store: {e}"))
 }

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use toolgate_gateway::Config;
-use toolgate_gateway::Stores;
 use toolgate_gateway::guard::now_ms;
+use toolgate_gateway::stores::{Purpose, Stores};
 use toolgate_policy::{parse_duration, utc_rfc3339};
 use toolgate_state::{AuditFilter, AuditRecord};
 
@@ -40,7 +40,7 @@ pub async fn run(config: &Config, query: Query) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    let store = Stores::open(config)
+    let store = Stores::open(config, Purpose::Command)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?
         .audit;

@@ -13,7 +13,7 @@ use toolgate_gateway::inventory::Inventory;
 use toolgate_gateway::survey::{self, ServerView};
 use toolgate_policy::{Policy, utc_rfc3339};
 
-use toolgate_gateway::Stores;
+use toolgate_gateway::stores::{Purpose, Stores};
 use toolgate_state::{AuditRecord, PinRecord};
 
 use crate::BAD_CONFIG;
@@ -23,7 +23,7 @@ const INCOMPLETE: u8 = 1;
 
 /// Opens the inventory over the configured pin store.
 async fn open(config: &Config) -> anyhow::Result<Inventory> {
-    let stores = Stores::open(config)
+    let stores = Stores::open(config, Purpose::Command)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the pin store: {e}"))?;
     Inventory::open(config, stores.pins)
@@ -372,7 +372,7 @@ pub async fn pins_approve(
 
 /// Records a pin approval made from the command line in the audit log.
 async fn record_approval(config: &Config, server: &str, tool: &str, fingerprint: &str) {
-    let store = match Stores::open(config).await {
+    let store = match Stores::open(config, Purpose::Command).await {
         Ok(s) => s.audit,
         Err(e) => {
             eprintln!("toolgate pins approve: the approval is not in the audit log: {e}");

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use toolgate_gateway::Config;
-use toolgate_gateway::Stores;
 use toolgate_gateway::config::CounterBackend;
 use toolgate_gateway::guard::{counter_specs, load_policy, now_ms};
+use toolgate_gateway::stores::{Purpose, Stores};
 use toolgate_policy::{Call, Verdict, utc_rfc3339, window_name};
 
 use crate::BAD_CONFIG;
@@ -69,7 +69,7 @@ pub async fn run(
         severity: None,
         args: &args,
     });
-    let store = Stores::open(config).await?.counters;
+    let store = Stores::open(config, Purpose::Command).await?.counters;
     let now = now_ms();
     let specs = counter_specs(&decision.counters, now);
     let usage = store.usage(&specs, now).await?;

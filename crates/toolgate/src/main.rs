@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use toolgate_gateway::audit::AuditLog;
 use toolgate_gateway::inventory::Inventory;
-use toolgate_gateway::{Config, Gateway, Guard, Stores, grant};
+use toolgate_gateway::stores::{Purpose, Stores};
+use toolgate_gateway::{Config, Gateway, Guard, grant};
 
 mod approvals;
 mod audit;
@@ -465,7 +466,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// Builds the gateway: loads every grant's policy, opens the state, starts the policy
 /// reloader and the SIGHUP handler. `None` (after saying why) when a policy is invalid.
 async fn start(config: Config) -> Option<Arc<Gateway>> {
-    let stores = match Stores::open(&config).await {
+    let stores = match Stores::open(&config, Purpose::Serve).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("toolgate: cannot open the state: {e}");
