@@ -756,8 +756,11 @@ impl Guard {
                 "the answer was for another call (other arguments or tool)".into(),
             );
         }
+        // Only an approval that asked the client takes the client's answer.
+        let client_may_decide = existing.approvers.iter().any(|a| a == "client");
         if let Some((approve, reason)) = answer
             && existing.status == ApprovalStatus::Pending
+            && client_may_decide
         {
             let _ = self
                 .stores
