@@ -6,6 +6,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod counters;
+pub mod grants;
 pub mod pins;
 pub mod postgres;
 pub mod redis;
@@ -20,6 +21,7 @@ pub use audit::{AuditFilter, AuditRecord, AuditSink, MemoryAudit};
 pub use counters::{
     BoxFuture, CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, StoreError, Usage,
 };
+pub use grants::{GrantChange, GrantStore, MemoryGrants, StoredGrant};
 pub use pins::{MemoryPins, PinRecord, PinStore, Pinned};
 pub use postgres::PostgresState;
 pub use redis::RedisState;

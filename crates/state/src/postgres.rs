@@ -13,13 +13,16 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
 use crate::audit::{AuditFilter, AuditRecord, AuditSink};
 use crate::counters::{BoxFuture, StoreError};
+use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode, pin_record,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode,
+    pin_record, stored_grant,
 };
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE pins (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE pins (
         server TEXT NOT NULL,
         tool TEXT NOT NULL,
         fingerprint TEXT,
@@ -56,7 +59,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE pins (
         policy_version TEXT NOT NULL,
         record TEXT NOT NULL
     );
-    CREATE INDEX approvals_status ON approvals (status, created_ms);"];
+    CREATE INDEX approvals_status ON approvals (status, created_ms);",
+    "CREATE TABLE grants (
+        name TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        policy TEXT,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL
+    );
+    INSERT INTO generations (name, value) VALUES ('grants', 0);",
+];
 
 /// Serializes migrations across instances (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x746f_6f6c_6761_7465; // "toolgate"
@@ -319,6 +331,125 @@ impl PinStore for PostgresState {
                     .rows_affected();
                 if n > 0 {
                     bump_pins(&mut tx).await?;
+                }
+                Ok(n > 0)
+            }
+            .await;
+            Self::end(tx, result).await
+        })
+    }
+}
+
+async fn grant_of(conn: &mut PgConnection, name: &str) -> Result<Option<StoredGrant>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {GRANT_COLUMNS} FROM grants WHERE name = $1"
+    ));
+    let row = sqlx::query(sql)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(stored_grant).transpose()
+}
+
+async fn bump_grants(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'grants'")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl GrantStore for PostgresState {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<StoredGrant>, StoreError>> {
+        Box::pin(async move {
+            let sql =
+                sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY name"));
+            let rows = sqlx::query(sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(stored_grant)
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+    }
+
+    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let value: i64 =
+                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'grants'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(value.max(0) as u64)
+        })
+    }
+
+    fn create(&self, g: StoredGrant) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            let result = async {
+                let n = sqlx::query(
+                    "INSERT INTO grants (name, token_sha256, policy, created_ms, updated_ms)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(&g.name)
+                .bind(&g.token_sha256)
+                .bind(&g.policy)
+                .bind(g.created_ms as i64)
+                .bind(g.updated_ms as i64)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    bump_grants(&mut tx).await?;
+                }
+                Ok(n > 0)
+            }
+            .await;
+            Self::end(tx, result).await
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        change: GrantChange,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredGrant>, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            let result = async {
+                let Some(mut grant) = grant_of(&mut tx, name).await? else {
+                    return Ok(None);
+                };
+                apply(&mut grant, change, now_ms);
+                sqlx::query("UPDATE grants SET token_sha256 = $1, policy = $2, updated_ms = $3 WHERE name = $4")
+                    .bind(&grant.token_sha256)
+                    .bind(&grant.policy)
+                    .bind(grant.updated_ms as i64)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                bump_grants(&mut tx).await?;
+                Ok(Some(grant))
+            }
+            .await;
+            Self::end(tx, result).await
+        })
+    }
+
+    fn revoke<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            let result = async {
+                let n = sqlx::query("DELETE FROM grants WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    bump_grants(&mut tx).await?;
                 }
                 Ok(n > 0)
             }
@@ -616,6 +747,11 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn postgres_grants_keep_the_contract() {
+        crate::grants::tests::contract(&fresh().await).await;
+    }
+
+    #[tokio::test]
     async fn postgres_approvals_keep_the_contract() {
         crate::approvals::tests::contract(&fresh().await).await;
     }
@@ -658,6 +794,6 @@ pub(crate) mod tests {
             .fetch_all(&first.pool)
             .await
             .unwrap();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i64).collect::<Vec<_>>());
     }
 }

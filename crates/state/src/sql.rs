@@ -6,6 +6,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 use crate::approvals::{Approval, expire};
 use crate::audit::{AuditFilter, AuditRecord};
 use crate::counters::StoreError;
+use crate::grants::StoredGrant;
 use crate::pins::{PinRecord, Pinned};
 
 /// The columns [`pin_record`] reads, in order.
@@ -36,6 +37,26 @@ where
         approved: pinned(2, 3, 4)?,
         pending: pinned(5, 6, 7)?,
         first_seen_ms: row.try_get::<i64, _>(8)?.max(0) as u64,
+    })
+}
+
+/// The columns [`stored_grant`] reads, in order.
+pub(crate) const GRANT_COLUMNS: &str = "name, token_sha256, policy, created_ms, updated_ms";
+
+/// A `grants` row selected with [`GRANT_COLUMNS`].
+pub(crate) fn stored_grant<'r, R>(row: &'r R) -> Result<StoredGrant, sqlx::Error>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(StoredGrant {
+        name: row.try_get(0)?,
+        token_sha256: row.try_get(1)?,
+        policy: row.try_get(2)?,
+        created_ms: row.try_get::<i64, _>(3)?.max(0) as u64,
+        updated_ms: row.try_get::<i64, _>(4)?.max(0) as u64,
     })
 }
 

@@ -18,9 +18,11 @@ use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
 };
+use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode, pin_record,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode,
+    pin_record, stored_grant,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
@@ -76,6 +78,14 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL
     );
     CREATE INDEX approvals_status ON approvals (status, created_ms);",
+    "CREATE TABLE grants (
+        name TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL,
+        policy TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    INSERT INTO generations (name, value) VALUES ('grants', 0);",
 ];
 
 /// The SQLite state store.
@@ -525,6 +535,128 @@ impl PinStore for SqliteState {
     }
 }
 
+async fn grant_of(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<StoredGrant>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants WHERE name = ?"));
+    let row = sqlx::query(sql)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(stored_grant).transpose()
+}
+
+async fn bump_grants(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'grants'")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+impl GrantStore for SqliteState {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<StoredGrant>, StoreError>> {
+        Box::pin(async move {
+            let sql =
+                sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY name"));
+            let rows = sqlx::query(sql)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(stored_grant)
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)
+        })
+    }
+
+    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let value: i64 =
+                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'grants'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+            Ok(value.max(0) as u64)
+        })
+    }
+
+    fn create(&self, g: StoredGrant) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let n = sqlx::query(
+                    "INSERT INTO grants (name, token_sha256, policy, created_ms, updated_ms)
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(&g.name)
+                .bind(&g.token_sha256)
+                .bind(&g.policy)
+                .bind(g.created_ms as i64)
+                .bind(g.updated_ms as i64)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                if n > 0 {
+                    bump_grants(&mut conn).await?;
+                }
+                Ok(n > 0)
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        name: &'a str,
+        change: GrantChange,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredGrant>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let Some(mut grant) = grant_of(&mut conn, name).await? else {
+                    return Ok(None);
+                };
+                apply(&mut grant, change, now_ms);
+                sqlx::query(
+                    "UPDATE grants SET token_sha256 = ?, policy = ?, updated_ms = ? WHERE name = ?",
+                )
+                .bind(&grant.token_sha256)
+                .bind(&grant.policy)
+                .bind(grant.updated_ms as i64)
+                .bind(name)
+                .execute(&mut *conn)
+                .await?;
+                bump_grants(&mut conn).await?;
+                Ok(Some(grant))
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+
+    fn revoke<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.begin().await?;
+            let result = async {
+                let n = sqlx::query("DELETE FROM grants WHERE name = ?")
+                    .bind(name)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if n > 0 {
+                    bump_grants(&mut conn).await?;
+                }
+                Ok(n > 0)
+            }
+            .await;
+            Self::end(conn, result).await
+        })
+    }
+}
+
 /// Rows per `INSERT` statement when appending audit records (5 parameters each, well under
 /// SQLite's limit): one statement per chunk instead of one per record.
 const AUDIT_ROWS_PER_INSERT: usize = 200;
@@ -790,6 +922,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_grants_keep_the_contract() {
+        let dir = std::env::temp_dir().join(format!("toolgate-grants-{}", new_reservation_id()));
+        let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        crate::grants::tests::contract(&store).await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn sqlite_audit_keeps_the_contract() {
         let dir = std::env::temp_dir().join(format!("toolgate-audit-{}", new_reservation_id()));
         let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(2))
@@ -812,8 +954,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            other.generation().await.unwrap(),
-            store.generation().await.unwrap()
+            PinStore::generation(&other).await.unwrap(),
+            PinStore::generation(&store).await.unwrap()
         );
         assert_eq!(other.load().await.unwrap(), store.load().await.unwrap());
         std::fs::remove_dir_all(dir).unwrap();
