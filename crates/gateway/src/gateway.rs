@@ -84,6 +84,8 @@ pub struct Gateway {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Seals session ids when instances share a `session_key`.
     sealer: Option<Sealer>,
+    /// The stored grants' generation last applied.
+    grants_generation: AtomicU64,
 }
 
 /// One open SSE stream counted against its grant; released on drop.
@@ -125,6 +127,7 @@ impl Gateway {
             streams: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::channel(false).0,
             sealer,
+            grants_generation: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -347,6 +350,46 @@ impl Gateway {
     /// Re-reads the grants' policy files (off the request threads: it reads files) and the
     /// pins, and tells the sessions whose lists may have changed: those of every grant whose
     /// policy changed, and all of them when a pin changed (a tool approved or quarantined).
+    /// Applies changes to the stored grants (`toolgate grants`, another instance): new ones
+    /// authenticate, rotated tokens stop working, and the sessions of a revoked grant, or of
+    /// one whose policy was changed, end.
+    pub async fn refresh_grants(&self) {
+        let store = &self.guard.stores().grants;
+        let generation = match store.generation().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the stored grants failed; keeping those in force");
+                return;
+            }
+        };
+        if generation == self.grants_generation.load(Ordering::Relaxed) {
+            return;
+        }
+        let stored = match store.list().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the stored grants failed; keeping those in force");
+                return;
+            }
+        };
+        let ended = self.grants.set_stored(&stored);
+        for s in &stored {
+            if let Some(path) = &s.policy {
+                self.guard.track(std::path::Path::new(path));
+            }
+        }
+        if !ended.is_empty() {
+            let mut sessions = self.sessions.write().unwrap();
+            sessions.retain(|_, s| !ended.contains(&s.grant.name));
+            self.stateless
+                .lock()
+                .unwrap()
+                .retain(|(grant, _), _| !ended.contains(grant));
+            tracing::info!(grants = ?ended, "sessions of revoked or changed grants ended");
+        }
+        self.grants_generation.store(generation, Ordering::Relaxed);
+    }
+
     pub async fn reload_policies(&self) {
         match self.inventory.refresh().await {
             Ok(true) => {

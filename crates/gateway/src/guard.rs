@@ -322,6 +322,44 @@ impl Guard {
             .map(|l| l.policy.clone())
     }
 
+    /// Loads a policy file a new grant names (a stored grant created while the gateway runs).
+    /// An unreadable or invalid file leaves the grant without a policy (it may do nothing)
+    /// until it is fixed and the grant changed again.
+    pub fn track(&self, path: &Path) {
+        if self
+            .policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(path)
+        {
+            return;
+        }
+        match load_policy(path) {
+            Ok((policy, digest)) => {
+                tracing::info!(policy = %path.display(), version = %policy.version, "policy loaded for a stored grant");
+                self.policies
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        path.to_owned(),
+                        Loaded {
+                            policy: Arc::new(policy),
+                            digest,
+                            unreadable: false,
+                        },
+                    );
+            }
+            Err(e) => {
+                tracing::error!(policy = %path.display(), "a stored grant's policy cannot be loaded; the grant may do nothing: {e}")
+            }
+        }
+    }
+
+    /// The state stores.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
     /// The counter store (for `explain` and tests).
     pub fn counters(&self) -> &Arc<dyn CounterStore> {
         &self.stores.counters

@@ -40,6 +40,7 @@ pub fn spawn_policy_reloader(gateway: &Arc<Gateway>, interval: Duration) {
             let Some(gateway) = gateway.upgrade() else {
                 return;
             };
+            gateway.refresh_grants().await;
             gateway.reload_policies().await;
         }
     });

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use toolgate_state::{
-    ApprovalStore, AuditSink, CounterStore, MemoryCounters, MemoryPins, PinStore, PostgresState,
-    RedisState, SpooledAudit, SqliteState, StoreError,
+    ApprovalStore, AuditSink, CounterStore, GrantStore, MemoryCounters, MemoryPins, PinStore,
+    PostgresState, RedisState, SpooledAudit, SqliteState, StoreError,
 };
 
 use crate::Config;
@@ -26,6 +26,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditSink>,
     /// Approvals.
     pub approvals: Arc<dyn ApprovalStore>,
+    /// Grants made while gateways run (`toolgate grants`).
+    pub grants: Arc<dyn GrantStore>,
     /// Redis, when configured: decisions on approvals are announced there.
     pub redis: Option<RedisState>,
 }
@@ -37,6 +39,14 @@ impl std::fmt::Debug for Stores {
             .finish_non_exhaustive()
     }
 }
+
+/// The stores of records (everything but counters), which live together.
+type Records = (
+    Arc<dyn PinStore>,
+    Arc<dyn AuditSink>,
+    Arc<dyn ApprovalStore>,
+    Arc<dyn GrantStore>,
+);
 
 /// Who opens the stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +97,7 @@ impl Stores {
                 StoreError::Unavailable("counters = \"redis\" needs [state] redis".into())
             })?),
         };
-        let (pins, audit, approvals): (
-            Arc<dyn PinStore>,
-            Arc<dyn AuditSink>,
-            Arc<dyn ApprovalStore>,
-        ) = match (postgres, sqlite) {
+        let (pins, audit, approvals, grants): Records = match (postgres, sqlite) {
             (Some(pg), _) => {
                 let pg = Arc::new(pg);
                 let spool = SpooledAudit::start(
@@ -100,11 +106,11 @@ impl Stores {
                     shared.audit_spool_max_bytes,
                     purpose == Purpose::Serve,
                 )?;
-                (pg.clone(), spool, pg)
+                (pg.clone(), spool, pg.clone(), pg)
             }
             (None, Some(db)) => {
                 let db = Arc::new(db);
-                (db.clone(), db.clone(), db)
+                (db.clone(), db.clone(), db.clone(), db)
             }
             (None, None) => unreachable!("state.db is opened when PostgreSQL is not"),
         };
@@ -118,6 +124,7 @@ impl Stores {
             pins,
             audit,
             approvals,
+            grants,
             redis,
         })
     }

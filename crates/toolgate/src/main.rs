@@ -18,6 +18,7 @@ mod audit;
 mod catalog;
 mod check;
 mod explain;
+mod grants;
 
 #[derive(Parser)]
 #[command(name = "toolgate", version, about = "A policy gateway for MCP tools")]
@@ -246,6 +247,57 @@ enum GrantCommand {
         #[arg(long)]
         policy: Option<String>,
     },
+    /// Create a grant in the state store: running gateways accept its token within their
+    /// policy_reload_interval (the token is printed once).
+    Create {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The grant's name.
+        name: String,
+        /// The policy file (checked now; stored as an absolute path).
+        #[arg(long)]
+        policy: Option<String>,
+    },
+    /// Give a stored grant a new token; the old one stops working.
+    Rotate {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The grant's name.
+        name: String,
+    },
+    /// Attach another policy file to a stored grant (its open sessions end).
+    Attach {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The grant's name.
+        name: String,
+        /// The policy file.
+        #[arg(long, required_unless_present = "none")]
+        policy: Option<String>,
+        /// Detach the policy: the grant may do nothing.
+        #[arg(long, conflicts_with = "policy")]
+        none: bool,
+    },
+    /// Remove a stored grant: its token stops working and its sessions end.
+    Revoke {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// The grant's name.
+        name: String,
+    },
+    /// The configured and stored grants, with their policies (never a token).
+    List {
+        /// The configuration file.
+        #[arg(long, short, default_value = "toolgate.toml")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The relay allocates many small short-lived buffers per message; glibc's allocator took
@@ -460,6 +512,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Grant { command } => {
+            let path = match &command {
+                GrantCommand::New { .. } => unreachable!("handled above"),
+                GrantCommand::Create { config, .. }
+                | GrantCommand::Rotate { config, .. }
+                | GrantCommand::Attach { config, .. }
+                | GrantCommand::Revoke { config, .. }
+                | GrantCommand::List { config, .. } => config.clone(),
+            };
+            let Some(config) = load(&path) else {
+                return Ok(ExitCode::from(BAD_CONFIG));
+            };
+            match command {
+                GrantCommand::New { .. } => unreachable!("handled above"),
+                GrantCommand::Create { name, policy, .. } => {
+                    grants::create(&config, &name, policy.as_deref()).await
+                }
+                GrantCommand::Rotate { name, .. } => grants::rotate(&config, &name).await,
+                GrantCommand::Attach { name, policy, .. } => {
+                    grants::attach(&config, &name, policy.as_deref()).await
+                }
+                GrantCommand::Revoke { name, .. } => grants::revoke(&config, &name).await,
+                GrantCommand::List { json, .. } => grants::list(&config, json).await,
+            }
+        }
     }
 }
 
@@ -490,6 +567,7 @@ async fn start(config: Config) -> Option<Arc<Gateway>> {
     };
     let interval = config.policy_reload_interval;
     let gateway = Gateway::new(config, guard, inventory, audit);
+    gateway.refresh_grants().await;
     toolgate_gateway::spawn_policy_reloader(&gateway, interval);
     use tokio::signal::unix::{SignalKind, signal};
     if let Ok(mut hup) = signal(SignalKind::hangup()) {
