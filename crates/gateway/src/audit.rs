@@ -137,9 +137,13 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
         }
         // Each record gets its unique id before the first attempt, so that a retry after a
         // lost answer cannot store it twice (where the store can tell).
+        let mut acks = Vec::new();
         let records: Vec<AuditRecord> = batch
-            .iter()
-            .filter_map(|(r, _)| r.clone())
+            .drain(..)
+            .filter_map(|(record, ack)| {
+                acks.extend(ack);
+                record
+            })
             .map(|mut r| {
                 r.uid
                     .get_or_insert_with(|| hex::encode(rand::random::<[u8; 16]>()));
@@ -148,16 +152,14 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
             .collect();
         let mut backoff = Duration::from_millis(50);
         while !records.is_empty()
-            && let Err(e) = sink.append(records.clone()).await
+            && let Err(e) = sink.append(&records).await
         {
             tracing::error!(error = %e, records = records.len(), "writing audit records failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        for (_, ack) in batch.drain(..) {
-            if let Some(ack) = ack {
-                let _ = ack.send(());
-            }
+        for ack in acks {
+            let _ = ack.send(());
         }
     }
 }

@@ -65,7 +65,7 @@ fn main() {
                 .unwrap();
             let start = Instant::now();
             for batch in records.chunks(BATCH) {
-                store.append(batch.to_vec()).await.unwrap();
+                store.append(batch).await.unwrap();
             }
             RECORDS as f64 / start.elapsed().as_secs_f64()
         });

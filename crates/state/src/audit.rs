@@ -98,8 +98,9 @@ pub struct AuditFilter {
 
 /// Where audit records go.
 pub trait AuditSink: Send + Sync {
-    /// Appends records, all or none, assigning their ids.
-    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Appends records, all or none, assigning their ids. Borrowed: a writer keeps its batch
+    /// to retry it without copying.
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Records matching a filter, oldest first.
     fn query<'a>(
         &'a self,
@@ -139,12 +140,13 @@ impl AuditFilter {
 }
 
 impl AuditSink for MemoryAudit {
-    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
         self.with(|all| {
-            for mut r in records {
+            for r in records {
                 if r.uid.is_some() && all.iter().any(|old| old.uid == r.uid) {
                     continue;
                 }
+                let mut r = r.clone();
                 r.id = all.last().map_or(1, |last| last.id + 1);
                 all.push(r);
             }
@@ -209,7 +211,7 @@ pub(crate) mod tests {
 
     /// What every audit sink must do.
     pub async fn contract(sink: &dyn AuditSink) {
-        sink.append(vec![
+        sink.append(&[
             record(1_000, "alice", "read", "allowed"),
             record(2_000, "bob", "read", "denied"),
             record(3_000, "alice", "exec", "approval_expired"),

@@ -463,7 +463,7 @@ impl GrantStore for PostgresState {
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 impl AuditSink for PostgresState {
-    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if records.is_empty() {
                 return Ok(());
@@ -495,11 +495,11 @@ impl AuditSink for PostgresState {
                         let text = serde_json::to_string(r)
                             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                         query = query
-                            .bind(r.uid.clone())
+                            .bind(r.uid.as_deref())
                             .bind(r.at_ms as i64)
-                            .bind(r.grant.clone())
-                            .bind(r.tool.clone())
-                            .bind(r.decision.clone())
+                            .bind(r.grant.as_deref())
+                            .bind(r.tool.as_deref())
+                            .bind(r.decision.as_str())
                             .bind(text);
                     }
                     query.execute(&mut *tx).await?;
@@ -766,8 +766,8 @@ pub(crate) mod tests {
             decision: "allowed".into(),
             ..AuditRecord::default()
         };
-        store.append(vec![record.clone()]).await.unwrap();
-        store.append(vec![record]).await.unwrap();
+        store.append(std::slice::from_ref(&record)).await.unwrap();
+        store.append(std::slice::from_ref(&record)).await.unwrap();
         let all = store
             .query(&AuditFilter {
                 limit: 10,

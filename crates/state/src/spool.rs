@@ -172,7 +172,7 @@ impl SpooledAudit {
                 }
             };
             let count = records.len();
-            match self.inner.append(records).await {
+            match self.inner.append(&records).await {
                 Ok(()) => {
                     let _ = std::fs::remove_file(&path);
                     tracing::info!(
@@ -190,13 +190,12 @@ impl SpooledAudit {
 }
 
 impl AuditSink for SpooledAudit {
-    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let _order = self.lock.lock().await;
             let files = self.files()?;
             if files.is_empty() {
-                match tokio::time::timeout(DIRECT_TIMEOUT, self.inner.append(records.clone())).await
-                {
+                match tokio::time::timeout(DIRECT_TIMEOUT, self.inner.append(records)).await {
                     Ok(Ok(())) => return Ok(()),
                     // If it went in after all, the replay is stored once (records' uids).
                     Ok(Err(e)) => {
@@ -211,7 +210,7 @@ impl AuditSink for SpooledAudit {
                 }
             }
             // Behind older spooled records, or the database failed: keep the order.
-            self.spill(&records, &files)
+            self.spill(records, &files)
         })
     }
 
@@ -241,7 +240,10 @@ mod tests {
     }
 
     impl AuditSink for Flaky {
-        fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+        fn append<'a>(
+            &'a self,
+            records: &'a [AuditRecord],
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
             if self.up.load(Ordering::SeqCst) {
                 self.inner.append(records)
             } else {
@@ -278,15 +280,15 @@ mod tests {
             inner: MemoryAudit::default(),
         });
         let spool = SpooledAudit::start(flaky.clone(), &dir, 1 << 20, true).unwrap();
-        spool.append(vec![record(1), record(2)]).await.unwrap();
-        spool.append(vec![record(3)]).await.unwrap();
+        spool.append(&[record(1), record(2)]).await.unwrap();
+        spool.append(&[record(3)]).await.unwrap();
         assert!(spool.pending_bytes() > 0);
         // Bounded: a batch beyond the limit is refused, not dropped silently.
         let small = SpooledAudit::start(flaky.clone(), &dir.join("small"), 10, true).unwrap();
-        assert!(small.append(vec![record(9)]).await.is_err());
+        assert!(small.append(&[record(9)]).await.is_err());
         flaky.up.store(true, Ordering::SeqCst);
         // Records keep their order even when new ones arrive before the replay.
-        spool.append(vec![record(4)]).await.unwrap();
+        spool.append(&[record(4)]).await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), async {
             while spool.pending_bytes() > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -314,7 +316,7 @@ mod tests {
             inner: MemoryAudit::default(),
         });
         let spool = SpooledAudit::start(down, &dir, 1 << 20, true).unwrap();
-        spool.append(vec![record(7)]).await.unwrap();
+        spool.append(&[record(7)]).await.unwrap();
         drop(spool);
         let up = Arc::new(Flaky {
             up: AtomicBool::new(true),

@@ -662,7 +662,7 @@ impl GrantStore for SqliteState {
 const AUDIT_ROWS_PER_INSERT: usize = 200;
 
 impl AuditSink for SqliteState {
-    fn append(&self, records: Vec<AuditRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             if records.is_empty() {
                 return Ok(());
@@ -680,9 +680,9 @@ impl AuditSink for SqliteState {
                             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                         query = query
                             .bind(r.at_ms as i64)
-                            .bind(r.grant.clone())
-                            .bind(r.tool.clone())
-                            .bind(r.decision.clone())
+                            .bind(r.grant.as_deref())
+                            .bind(r.tool.as_deref())
+                            .bind(r.decision.as_str())
                             .bind(text);
                     }
                     query.execute(&mut *conn).await?;

@@ -147,7 +147,7 @@ async fn record(stores: &Stores, a: &Approval, approve: bool, who: &str) {
     stores.announce_decision(&a.id).await;
     if let Err(e) = stores
         .audit
-        .append(vec![approval_decision(a, approve, who)])
+        .append(&[approval_decision(a, approve, who)])
         .await
     {
         eprintln!("toolgate approvals: the decision is not in the audit log: {e}");

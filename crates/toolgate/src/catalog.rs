@@ -391,7 +391,7 @@ async fn record_approval(config: &Config, server: &str, tool: &str, fingerprint:
         detail: Some(json!({"fingerprint": fingerprint})),
         ..AuditRecord::default()
     };
-    if let Err(e) = store.append(vec![record]).await {
+    if let Err(e) = store.append(&[record]).await {
         eprintln!("toolgate pins approve: the approval is not in the audit log: {e}");
     }
 }

@@ -44,7 +44,7 @@ async fn record(stores: &Stores, action: &str, grant: &str, detail: serde_json::
         detail: Some(json!({"grant": grant, "change": detail})),
         ..AuditRecord::default()
     };
-    if let Err(e) = stores.audit.append(vec![record]).await {
+    if let Err(e) = stores.audit.append(&[record]).await {
         eprintln!("toolgate grant: the change is not in the audit log: {e}");
     }
 }
