@@ -1083,6 +1083,59 @@ mod tests {
     }
 
     #[test]
+    fn shared_state_keys_are_checked() {
+        let key = "ab".repeat(32);
+        let c = parse(&format!(
+            "[state]\npostgres = \"postgres://tg:${{TOKEN}}@db:5432/tg\"\nredis = \"redis://r:6379/0\"\nsession_key = \"{key}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.shared.postgres.as_deref(),
+            Some("postgres://tg:s3cret@db:5432/tg")
+        );
+        assert_eq!(
+            c.counters.backend,
+            CounterBackend::Redis,
+            "Redis counts when it is there"
+        );
+        assert_eq!(c.shared.session_key, Some([0xab; 32]));
+        assert_eq!(c.shared.redis_prefix, "toolgate:");
+        assert_eq!(c.shared.audit_spool_max_bytes, 256 << 20);
+        let explicit = parse("[state]\nredis = \"redis://r/\"\ncounters = \"memory\"\n").unwrap();
+        assert_eq!(explicit.counters.backend, CounterBackend::Memory);
+        for (text, key, says) in [
+            (
+                "[state]\ncounters = \"redis\"\n",
+                "state.counters",
+                "needs the Redis URL",
+            ),
+            (
+                "[state]\npostgres = \"mysql://x\"\n",
+                "state.postgres",
+                "expected a postgres://",
+            ),
+            (
+                "[state]\nredis = \"http://x\"\n",
+                "state.redis",
+                "expected a redis://",
+            ),
+            (
+                "[state]\nsession_key = \"abcd\"\n",
+                "state.session_key",
+                "64 hex digits",
+            ),
+            (
+                "[state]\nsession_key = \"${NOPE}\"\n",
+                "state.session_key",
+                "NOPE",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn the_documented_shape_loads() {
         let c = parse(
             r#"
