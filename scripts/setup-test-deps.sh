@@ -107,6 +107,8 @@ main() {
     # Real Redis and PostgreSQL for the shared-state tests (started privately on loopback by
     # scripts/services.sh, never as system services).
     apt_install redis-server postgresql
+    # A real browser for the web UI's tests (driven by npm playwright-core).
+    apt_install chromium
     log "done ($ROOT)"
 }
 

@@ -771,13 +771,7 @@ impl Config {
                 role: t.role,
             });
         }
-        if admin.is_some() && admin_tokens.is_empty() {
-            return Err(invalid(
-                "listen.admin".into(),
-                None,
-                "the admin API needs at least one [admin.tokens.NAME]".into(),
-            ));
-        }
+
         Ok(Config {
             path: path.to_owned(),
             listen: ListenConfig {
