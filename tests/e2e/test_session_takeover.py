@@ -127,3 +127,19 @@ def test_ending_the_session_on_one_instance_ends_the_upstream_session(instances,
     failed = answer.get("error") or (answer["result"] if answer["result"].get("isError") else None)
     assert failed, answer
     assert "upstream session expired (HTTP 404)" in a.log()
+
+
+def test_an_instance_letting_go_of_a_session_leaves_its_upstream_session_to_the_others(instances, session_server):
+    key = secrets.token_hex(32)
+    servers = server_http("mem", session_server)
+    a = instances("a", servers, key)
+    b = instances("b", servers, key)
+    client = RawMcp(a.url, token=a.token)
+    call(client, "remember", value="kept")
+    client.url = b.url
+    assert call(client, "recall") == "kept"
+    # B stops (it drops every session it holds): the server session must survive for A.
+    assert b.stop() == 0
+    client.url = a.url
+    assert call(client, "recall") == "kept"
+    assert call(client, "sessions") == "1"

@@ -227,14 +227,17 @@ impl Gateway {
             })
             .collect();
         futures_util::future::join_all(upstreams.iter().map(|u| u.settled())).await;
-        let id = match (&self.sealer, mode, id) {
-            (_, _, Some(id)) => id,
-            (Some(sealer), Mode::Handshake, None) => {
-                // Server sessions outlive this instance's use of them: another instance may
-                // serve the session next. They end when the client ends the session.
-                for up in &upstreams {
-                    up.keep_remote_session(true);
-                }
+        let sealer = self.sealer.as_ref().filter(|_| mode == Mode::Handshake);
+        if sealer.is_some() {
+            // Server sessions outlive this instance's use of them: another instance may serve
+            // the session next. They end when the client ends the session.
+            for up in &upstreams {
+                up.keep_remote_session(true);
+            }
+        }
+        let id = match (sealer, id) {
+            (_, Some(id)) => id,
+            (Some(sealer), None) => {
                 let ticket = Ticket {
                     grant: grant.name.to_string(),
                     scope: scope.map(str::to_owned),
@@ -248,7 +251,7 @@ impl Gateway {
                 };
                 sealer.seal(&serde_json::to_vec(&ticket).expect("a ticket serializes"))
             }
-            (_, _, None) => {
+            (None, None) => {
                 let mut id = [0u8; 16];
                 rand::rng().fill_bytes(&mut id);
                 hex::encode(id)
