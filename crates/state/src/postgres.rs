@@ -170,11 +170,25 @@ async fn pin_of(
     row.as_ref().map(pin_record).transpose()
 }
 
-async fn bump_pins(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'pins'")
+/// Notes a change of the records that generation `name` counts (`pins`, `grants`).
+async fn bump(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = $1")
+        .bind(name)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+impl PostgresState {
+    /// The value of generation `name`.
+    async fn generation_of(&self, name: &str) -> Result<u64, StoreError> {
+        let value: i64 = sqlx::query_scalar("SELECT value FROM generations WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(value.max(0) as u64)
+    }
 }
 
 impl PinStore for PostgresState {
@@ -195,14 +209,7 @@ impl PinStore for PostgresState {
     }
 
     fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let value: i64 =
-                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'pins'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            Ok(value.max(0) as u64)
-        })
+        Box::pin(self.generation_of("pins"))
     }
 
     fn first_sight<'a>(
@@ -234,7 +241,7 @@ impl PinStore for PostgresState {
                     .await?
                     .rows_affected();
                 if inserted > 0 {
-                    bump_pins(&mut tx).await?;
+                    bump(&mut tx, "pins").await?;
                 }
                 pin_of(&mut tx, server, tool)
                     .await?
@@ -270,7 +277,7 @@ impl PinStore for PostgresState {
                 .await?
                 .rows_affected();
                 if changed > 0 {
-                    bump_pins(&mut tx).await?;
+                    bump(&mut tx, "pins").await?;
                 }
                 pin_of(&mut tx, server, tool)
                     .await?
@@ -307,7 +314,7 @@ impl PinStore for PostgresState {
                 if changed == 0 {
                     return Ok(None);
                 }
-                bump_pins(&mut tx).await?;
+                bump(&mut tx, "pins").await?;
                 pin_of(&mut tx, server, tool).await
             }
             .await;
@@ -330,7 +337,7 @@ impl PinStore for PostgresState {
                     .await?
                     .rows_affected();
                 if n > 0 {
-                    bump_pins(&mut tx).await?;
+                    bump(&mut tx, "pins").await?;
                 }
                 Ok(n > 0)
             }
@@ -351,13 +358,6 @@ async fn grant_of(conn: &mut PgConnection, name: &str) -> Result<Option<StoredGr
     row.as_ref().map(stored_grant).transpose()
 }
 
-async fn bump_grants(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'grants'")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 impl GrantStore for PostgresState {
     fn list(&self) -> BoxFuture<'_, Result<Vec<StoredGrant>, StoreError>> {
         Box::pin(async move {
@@ -375,14 +375,7 @@ impl GrantStore for PostgresState {
     }
 
     fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let value: i64 =
-                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'grants'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            Ok(value.max(0) as u64)
-        })
+        Box::pin(self.generation_of("grants"))
     }
 
     fn create(&self, g: StoredGrant) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -402,7 +395,7 @@ impl GrantStore for PostgresState {
                 .await?
                 .rows_affected();
                 if n > 0 {
-                    bump_grants(&mut tx).await?;
+                    bump(&mut tx, "grants").await?;
                 }
                 Ok(n > 0)
             }
@@ -431,7 +424,7 @@ impl GrantStore for PostgresState {
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
-                bump_grants(&mut tx).await?;
+                bump(&mut tx, "grants").await?;
                 Ok(Some(grant))
             }
             .await;
@@ -449,7 +442,7 @@ impl GrantStore for PostgresState {
                     .await?
                     .rows_affected();
                 if n > 0 {
-                    bump_grants(&mut tx).await?;
+                    bump(&mut tx, "grants").await?;
                 }
                 Ok(n > 0)
             }

@@ -365,11 +365,25 @@ async fn pin_of(
     row.as_ref().map(pin_record).transpose()
 }
 
-async fn bump_pins(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'pins'")
+/// Notes a change of the records that generation `name` counts (`pins`, `grants`).
+async fn bump(conn: &mut SqliteConnection, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = ?")
+        .bind(name)
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+impl SqliteState {
+    /// The value of generation `name`.
+    async fn generation_of(&self, name: &str) -> Result<u64, StoreError> {
+        let value: i64 = sqlx::query_scalar("SELECT value FROM generations WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(value.max(0) as u64)
+    }
 }
 
 impl PinStore for SqliteState {
@@ -390,14 +404,7 @@ impl PinStore for SqliteState {
     }
 
     fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let value: i64 =
-                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'pins'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            Ok(value.max(0) as u64)
-        })
+        Box::pin(self.generation_of("pins"))
     }
 
     fn first_sight<'a>(
@@ -426,7 +433,7 @@ impl PinStore for SqliteState {
                     .bind(seen.at_ms as i64)
                     .execute(&mut *conn)
                     .await?;
-                bump_pins(&mut conn).await?;
+                bump(&mut conn, "pins").await?;
                 Ok(PinRecord {
                     server: server.to_owned(),
                     tool: tool.to_owned(),
@@ -465,7 +472,7 @@ impl PinStore for SqliteState {
                 .await?
                 .rows_affected();
                 if changed > 0 {
-                    bump_pins(&mut conn).await?;
+                    bump(&mut conn, "pins").await?;
                 }
                 pin_of(&mut conn, server, tool)
                     .await?
@@ -502,7 +509,7 @@ impl PinStore for SqliteState {
                 if changed == 0 {
                     return Ok(None);
                 }
-                bump_pins(&mut conn).await?;
+                bump(&mut conn, "pins").await?;
                 pin_of(&mut conn, server, tool).await
             }
             .await;
@@ -525,7 +532,7 @@ impl PinStore for SqliteState {
                     .await?
                     .rows_affected();
                 if n > 0 {
-                    bump_pins(&mut conn).await?;
+                    bump(&mut conn, "pins").await?;
                 }
                 Ok(n > 0)
             }
@@ -547,13 +554,6 @@ async fn grant_of(
     row.as_ref().map(stored_grant).transpose()
 }
 
-async fn bump_grants(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = 'grants'")
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 impl GrantStore for SqliteState {
     fn list(&self) -> BoxFuture<'_, Result<Vec<StoredGrant>, StoreError>> {
         Box::pin(async move {
@@ -571,14 +571,7 @@ impl GrantStore for SqliteState {
     }
 
     fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let value: i64 =
-                sqlx::query_scalar("SELECT value FROM generations WHERE name = 'grants'")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            Ok(value.max(0) as u64)
-        })
+        Box::pin(self.generation_of("grants"))
     }
 
     fn create(&self, g: StoredGrant) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -598,7 +591,7 @@ impl GrantStore for SqliteState {
                 .await?
                 .rows_affected();
                 if n > 0 {
-                    bump_grants(&mut conn).await?;
+                    bump(&mut conn, "grants").await?;
                 }
                 Ok(n > 0)
             }
@@ -629,7 +622,7 @@ impl GrantStore for SqliteState {
                 .bind(name)
                 .execute(&mut *conn)
                 .await?;
-                bump_grants(&mut conn).await?;
+                bump(&mut conn, "grants").await?;
                 Ok(Some(grant))
             }
             .await;
@@ -647,7 +640,7 @@ impl GrantStore for SqliteState {
                     .await?
                     .rows_affected();
                 if n > 0 {
-                    bump_grants(&mut conn).await?;
+                    bump(&mut conn, "grants").await?;
                 }
                 Ok(n > 0)
             }
