@@ -348,3 +348,125 @@ def test_an_approval_request_state_cannot_be_forged_or_moved_to_other_arguments(
     assert log.entries("create_charge") == []
     [still] = pending(gw)
     assert still["status"] == "pending"
+
+
+URL_HOLD = {
+    "version": "1",
+    "default": "deny",
+    "tools": {
+        "create_charge": {"action": "approve",
+                          "approval": {"timeout": "30s", "approvers": ["client"], "ask_client": "url"}},
+        "delete_account": {"action": "approve", "approval": {"timeout": "30s", "approvers": ["finance"]}},
+    },
+}
+
+
+SESSION_KEY = "5e" * 32
+
+
+def link_key(approval: str) -> str:
+    """The key of approval's link under SESSION_KEY: HMAC-SHA256 of the length-prefixed parts."""
+    import hashlib
+    import hmac
+
+    message = b"".join(len(p).to_bytes(8, "big") + p for p in [b"approval-link", approval.encode()])
+    return hmac.new(bytes.fromhex(SESSION_KEY), message, hashlib.sha256).hexdigest()
+
+
+def url_gateway(gateway_factory, tmp_path):
+    port = free_port()
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=URL_HOLD, listen_extra=f'admin = "127.0.0.1:{port}"',
+                         state=f'session_key = "{SESSION_KEY}"')
+    wait_for_port(port, gw.proc)
+    return gw, f"http://127.0.0.1:{port}", log
+
+
+def form_of(page: str) -> dict:
+    """The hidden key and the form's action on an approval page."""
+    import re
+
+    [action] = re.findall(r'<form method="post" action="([^"]+)"', page)
+    [key] = re.findall(r'<input type="hidden" name="key" value="([0-9a-f]+)">', page)
+    return {"action": action, "key": key}
+
+
+async def test_ask_client_url_sends_a_link_to_the_web_uis_page_where_the_user_decides(gateway_factory, tmp_path):
+    import mcp_types as types
+
+    gw, base, log = url_gateway(gateway_factory, tmp_path)
+    asked: list = []
+    pages: list[str] = []
+    verdicts = iter([("approve", ""), ("deny", "not this account")])
+
+    async def open_and_decide(url: str, verdict: str, reason: str) -> None:
+        # What the user does in a browser: open the link, read the call, press a button.
+        async with httpx.AsyncClient(timeout=10) as web:
+            page = (await web.get(url)).text
+            pages.append(page)
+            form = form_of(page)
+            done = await web.post(base + form["action"], headers={"Origin": base},
+                                  data={"key": form["key"], "verdict": verdict, "reason": reason})
+            pages.append(done.text)
+
+    async with anyio.create_task_group() as tg:
+
+        async def on_elicit(context, params):
+            asked.append(params)
+            verdict, reason = next(verdicts)
+            tg.start_soon(open_and_decide, params.url, verdict, reason)
+            return types.ElicitResult(action="accept")
+
+        async with Client(mcp_http_transport(gw.url, TOKEN), mode="legacy", elicitation_callback=on_elicit) as alice:
+            assert_passed(await alice.call_tool("create_charge", {"amount": 7}), "ssh", "create_charge", {"amount": 7})
+            refused = await alice.call_tool("create_charge", {"amount": 8000})
+            assert assert_denied(refused, "approval_denied", "/tools/create_charge/action") == \
+                "a human denied this call: not this account"
+    assert [a.mode for a in asked] == ["url", "url"]
+    assert asked[0].url.startswith(f"{base}/approve/") and "key=" in asked[0].url, asked[0].url
+    assert asked[0].url.endswith(f"/approve/{asked[0].elicitation_id}?key={link_key(asked[0].elicitation_id)}")
+    assert "create_charge" in asked[0].message
+    # The page showed the call (arguments, tool) and how it ended.
+    assert "ssh/create_charge" in pages[0] and "&quot;amount&quot;: 7" in pages[0], pages[0]
+    assert "Approved" in pages[1] and "Denied" in pages[3] and "not this account" in pages[3]
+    assert [e["args"] for e in log.entries("create_charge")] == [{"amount": 7}]
+    decided = json.loads(approvals(gw, "list", "--all", "--json").stdout)["approvals"]
+    assert sorted((a["status"], a["decided_by"]) for a in decided) == [("denied", "client"), ("used", "client")]
+
+
+async def test_an_approval_link_decides_only_its_own_approval_of_a_client_approver(gateway_factory, tmp_path):
+    gw, base, log = url_gateway(gateway_factory, tmp_path)
+    results: list = []
+    async with connect(gw) as alice, anyio.create_task_group() as tg:
+        # A client without elicitation: both calls wait in the queue.
+        async def call(tool: str) -> None:
+            results.append(await alice.call_tool(tool, {"amount": 1} if tool == "create_charge" else {"id": "a"}))
+
+        tg.start_soon(call, "create_charge")
+        tg.start_soon(call, "delete_account")
+        held = {a["tool"]: a for a in await wait_pending(gw, 2)}
+        charge, delete = held["create_charge"]["id"], held["delete_account"]["id"]
+        async with httpx.AsyncClient(timeout=10) as web:
+            # A made-up key, or another approval's key, opens nothing and decides nothing.
+            assert (await web.get(f"{base}/approve/{charge}?key={'0' * 64}")).status_code == 404
+            forged = await web.post(f"{base}/approve/{charge}", headers={"Origin": base},
+                                    data={"key": "ab" * 32, "verdict": "approve"})
+            assert forged.status_code == 404
+            # The gateway never sends a link for an approval without `client` among its
+            # approvers; the right key for it (if one leaked) still cannot decide it.
+            assert (await web.get(f"{base}/approve/{delete}?key={link_key(delete)}")).status_code == 404
+            denied_link = await web.post(f"{base}/approve/{delete}", headers={"Origin": base},
+                                         data={"key": link_key(delete), "verdict": "approve"})
+            assert denied_link.status_code == 404
+            # Its own key opens the charge's page.
+            assert "ssh/create_charge" in (await web.get(f"{base}/approve/{charge}?key={link_key(charge)}")).text
+            # Another site cannot post the form for the user.
+            cross = await web.post(f"{base}/approve/{charge}", headers={"Origin": "http://evil.example"},
+                                   data={"key": "ab" * 32, "verdict": "approve"})
+            assert cross.status_code == 403
+        assert {a["id"] for a in pending(gw)} == {charge, delete}
+        assert approvals(gw, "approve", charge).returncode == 0
+        assert approvals(gw, "deny", delete, "--reason", "no").returncode == 0
+    assert len(results) == 2
+    assert [e["args"] for e in log.entries("create_charge")] == [{"amount": 1}]
+    assert log.entries("delete_account") == []

@@ -90,7 +90,7 @@ async def test_the_one_time_link_logs_in_and_the_approvals_page_releases_the_hel
         shown = await anyio.to_thread.run_sync(
             lambda: browser(base, "create_charge", "one-time-link", "--once", one_time_code(gw), "--approve")
         )
-    assert shown["who"] == "one-time-link (Admin)"
+    assert shown["who"] == "one-time-link (admin)"
     assert "ssh/create_charge" in shown["row"] and "alice" in shown["row"] and '"amount":42' in shown["row"]
     assert shown["status"].startswith("Approved ")
     assert shown["logged_out"]
@@ -109,7 +109,7 @@ async def test_a_token_login_denies_with_a_reason_the_agent_reads(gateway_factor
         shown = await anyio.to_thread.run_sync(
             lambda: browser(base, "create_charge", "token-login", "--token", ADMIN_TOKEN, "--deny", "over budget")
         )
-    assert shown["who"] == "ops (Admin)"
+    assert shown["who"] == "ops (admin)"
     assert shown["status"].startswith("Denied ")
     assert assert_denied(results[0], "approval_denied", "/tools/create_charge/action") == "a human denied this call: over budget"
     assert (SHOTS / "token-login" / "login.png").exists()
@@ -132,7 +132,7 @@ def test_the_session_cookie_is_strict_and_changes_need_its_csrf_token(gateway_fa
         value = re.match(r"tg_admin=([0-9a-f]{64});", cookie).group(1)
         jar = {"Cookie": f"tg_admin={value}"}
         page = httpx.get(f"{base}/approvals", headers=jar)
-        assert page.status_code == 200 and "watcher (Viewer)" in page.text
+        assert page.status_code == 200 and "watcher (viewer)" in page.text
         assert page.headers["x-frame-options"] == "DENY"
         csrf = re.search(r'name="csrf-token" content="([0-9a-f]{64})"', page.text).group(1)
         assert httpx.get(f"{base}/api/approvals", headers=jar).status_code == 200
@@ -140,7 +140,7 @@ def test_the_session_cookie_is_strict_and_changes_need_its_csrf_token(gateway_fa
         no_csrf = httpx.post(f"{base}/api/approvals/abc/approve", headers=jar, json={})
         assert no_csrf.status_code == 403 and "X-CSRF-Token" in no_csrf.json()["error"]
         viewer = httpx.post(f"{base}/api/approvals/abc/approve", headers={**jar, "X-CSRF-Token": csrf}, json={})
-        assert viewer.status_code == 403 and "Admin role" in viewer.json()["error"]
+        assert viewer.status_code == 403 and "admin role" in viewer.json()["error"]
         # Logging out needs the token too, and ends the session.
         assert httpx.post(f"{base}/logout", headers=jar, data={"csrf": "0" * 64}).status_code == 403
         out = httpx.post(f"{base}/logout", headers=jar, data={"csrf": csrf}, follow_redirects=False)

@@ -29,6 +29,9 @@ try {
     await page.getByLabel("Admin token").fill(args.token);
     await page.getByRole("button", { name: "Log in" }).click();
   }
+  // A login lands on the overview; the queue is one link away.
+  await page.waitForURL(`${args.base}/overview`);
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Approvals" }).click();
   await page.waitForURL(`${args.base}/approvals`);
   result.who = (await page.locator(".who").textContent()).trim();
   const row = page.locator("#queue tr", { hasText: args.tool });

@@ -334,6 +334,9 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Tokens of the admin API.
     pub admin_tokens: Vec<AdminToken>,
+    /// The web UI's address as a browser reaches it (`[admin] public_url`, else the admin
+    /// listener's): the base of the approval links sent to clients. `None` without a web UI.
+    pub admin_url: Option<String>,
     /// The audit log.
     pub audit: AuditConfig,
     /// Upstream servers in a stable order (by name).
@@ -417,6 +420,7 @@ struct RawAudit {
 struct RawAdmin {
     #[serde(default)]
     tokens: BTreeMap<String, RawAdminToken>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -771,6 +775,22 @@ impl Config {
                 role: t.role,
             });
         }
+        let admin_url = match (&raw.admin.public_url, admin) {
+            (Some(url), _) => {
+                let url =
+                    expand(url, env).map_err(|m| invalid("admin.public_url".into(), None, m))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        "admin.public_url".into(),
+                        None,
+                        "expected an http:// or https:// URL".into(),
+                    ));
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            (None, Some(addr)) => Some(format!("http://{addr}")),
+            (None, None) => None,
+        };
 
         Ok(Config {
             path: path.to_owned(),
@@ -796,6 +816,7 @@ impl Config {
             limits,
             catalog,
             admin_tokens,
+            admin_url,
             audit,
             servers,
             grants,

@@ -120,6 +120,16 @@ impl Grants {
         ended
     }
 
+    /// Every grant, configured ones first (for the admin API).
+    pub fn all(&self) -> Vec<Arc<Grant>> {
+        let stored = self.stored.read().unwrap_or_else(|e| e.into_inner());
+        self.entries
+            .iter()
+            .chain(stored.iter())
+            .map(|(_, g)| g.clone())
+            .collect()
+    }
+
     /// Every policy file a grant names.
     pub fn policy_paths(&self) -> Vec<PathBuf> {
         let stored = self.stored.read().unwrap_or_else(|e| e.into_inner());

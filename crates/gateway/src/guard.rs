@@ -70,6 +70,8 @@ pub struct Guard {
     decided: Arc<tokio::sync::Notify>,
     /// Key of the `requestState`s of approvals asked of 2026-07-28 clients.
     state_key: [u8; 32],
+    /// The web UI's base URL, for approval links (URL-mode elicitation).
+    admin_url: Option<String>,
     audit: std::sync::OnceLock<Arc<AuditLog>>,
 }
 
@@ -204,7 +206,10 @@ pub enum ClientInput {
 }
 
 /// How the guard asks the calling client's user to approve a held call.
-pub type AskClient = dyn Fn(PendingApproval) -> toolgate_state::BoxFuture<'static, Option<(bool, Option<String>)>>
+pub type AskClient = dyn Fn(
+        PendingApproval,
+        toolgate_policy::AskClient,
+    ) -> toolgate_state::BoxFuture<'static, Option<(bool, Option<String>)>>
     + Send
     + Sync;
 
@@ -299,6 +304,7 @@ impl Guard {
             webhook: config.approvals.webhook.clone(),
             decided,
             state_key: config.shared.session_key.unwrap_or_else(rand::random),
+            admin_url: config.admin_url.clone(),
             audit: std::sync::OnceLock::new(),
         })
     }
@@ -653,7 +659,7 @@ impl Guard {
             else {
                 return;
             };
-            if let Some((approve, reason)) = ask(held.clone()).await {
+            if let Some((approve, reason)) = ask(held.clone(), approval.ask_client).await {
                 let _ = self
                     .stores
                     .approvals
@@ -834,6 +840,22 @@ impl Guard {
             &[b"approval", grant.as_bytes(), id.as_bytes()],
         );
         bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &mac[..])).then(|| id.to_owned())
+    }
+
+    /// The page where the client's user decides approval `id` (URL-mode elicitation): the
+    /// web UI's `/approve/{id}` with a key that lets the bearer decide that approval only.
+    /// `None` without a web UI.
+    pub fn approval_link(&self, id: &str) -> Option<String> {
+        let base = self.admin_url.as_ref()?;
+        let key = crate::seal::mac(&self.state_key, &[b"approval-link", id.as_bytes()]);
+        Some(format!("{base}/approve/{id}?key={}", hex::encode(key)))
+    }
+
+    /// Whether `key` is the one [`Guard::approval_link`] put in approval `id`'s link.
+    pub fn approval_link_ok(&self, id: &str, key: &str) -> bool {
+        let want = crate::seal::mac(&self.state_key, &[b"approval-link", id.as_bytes()]);
+        hex::decode(key)
+            .is_ok_and(|key| bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &key[..])))
     }
 
     /// Decides a pending approval from this process (the admin API): waiting calls wake at

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod grant;
 pub mod guard;
 pub mod inventory;
+pub mod manage;
 pub mod metrics;
 pub mod names;
 pub mod seal;

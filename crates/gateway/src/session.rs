@@ -563,13 +563,15 @@ impl Session {
         };
         let asker = self.clone();
         let ask_tx = tx.clone();
-        let ask_client = move |approval: toolgate_state::Approval| -> toolgate_state::BoxFuture<
+        let ask_client = move |approval: toolgate_state::Approval,
+                               how: toolgate_policy::AskClient|
+              -> toolgate_state::BoxFuture<
             'static,
             Option<(bool, Option<String>)>,
         > {
             let asker = asker.clone();
             let tx = ask_tx.clone();
-            Box::pin(async move { asker.ask_client_approval(&tx, &approval).await })
+            Box::pin(async move { asker.ask_client_approval(&tx, &approval, how).await })
         };
         let client_input = match self.mode {
             Mode::Handshake => None,
@@ -697,15 +699,30 @@ impl Session {
         reply
     }
 
-    /// Asks the client's user to approve a held call (MCP elicitation, form mode), when the
-    /// client speaks the handshake protocol and declared elicitation. `None` when it cannot be
-    /// asked, or the user dismissed the question (others may still decide).
+    /// Asks the client's user to approve a held call (MCP elicitation), when the client
+    /// speaks the handshake protocol and declared elicitation: a yes/no form, or (the policy's
+    /// `ask_client: "url"`, or a client with URL mode only) a link to the web UI's page for
+    /// this approval, where the decision is made outside the client. `None` when it cannot be
+    /// asked, the user dismissed the question, or the answer comes through the page.
     async fn ask_client_approval(
         &self,
         tx: &mpsc::Sender<Message>,
         approval: &toolgate_state::Approval,
+        how: toolgate_policy::AskClient,
     ) -> Option<(bool, Option<String>)> {
-        if self.mode != Mode::Handshake || !self.client_capabilities.contains("elicitation") {
+        if self.mode != Mode::Handshake {
+            return None;
+        }
+        let modes = self.client_capabilities.get_object("elicitation")?;
+        // `elicitation: {}` is the form mode of clients older than URL mode.
+        let form = modes.is_empty() || modes.contains("form");
+        let link = match (how, form, modes.contains("url")) {
+            (toolgate_policy::AskClient::Url, _, true) | (_, false, true) => {
+                self.guard.approval_link(&approval.id)
+            }
+            _ => None,
+        };
+        if link.is_none() && !form {
             return None;
         }
         let id = Id::number(self.next_server_request.fetch_add(1, Ordering::Relaxed));
@@ -714,7 +731,10 @@ impl Session {
             .lock()
             .unwrap()
             .insert(id.clone(), answer_tx);
-        let params = approval_question(approval);
+        let params = match &link {
+            Some(url) => approval_link_question(approval, url),
+            None => approval_question(approval),
+        };
         let request = Message::request(id.clone(), "elicitation/create", Some(&raw(&params)));
         // Decided elsewhere first (the question is dropped): forget it and tell the client.
         let question = OwnRequest {
@@ -727,7 +747,26 @@ impl Session {
         }
         let response = answer.await.ok()?;
         drop(question);
-        approval_answer(&response.result()?)
+        let result = response.result()?;
+        if link.is_none() {
+            return approval_answer(&result);
+        }
+        match result.get_str("action").as_deref() {
+            Some("accept") => {
+                // The user went to the page; the decision arrives through the store, and this
+                // future is dropped then: tell the client the interaction is over.
+                let _done = ElicitationDone {
+                    id: approval.id.clone(),
+                    tx,
+                };
+                std::future::pending().await
+            }
+            Some("decline") => Some((
+                false,
+                Some("the user declined to open the approval page".into()),
+            )),
+            _ => None,
+        }
     }
 
     /// A call's audit record, started before anything is decided: if the work is dropped
@@ -1456,6 +1495,22 @@ impl Drop for OwnRequest<'_> {
     }
 }
 
+/// Sends `notifications/elicitation/complete` when a URL-mode approval question's wait ends.
+struct ElicitationDone<'a> {
+    id: String,
+    tx: &'a mpsc::Sender<Message>,
+}
+
+impl Drop for ElicitationDone<'_> {
+    fn drop(&mut self) {
+        let params = json!({ "elicitationId": self.id });
+        let _ = self.tx.try_send(Message::notification(
+            "notifications/elicitation/complete",
+            Some(&raw(&params)),
+        ));
+    }
+}
+
 /// What a policy matches a listed tool against.
 fn target<'a>(
     server: &'a str,
@@ -1678,6 +1733,22 @@ fn approval_question(approval: &toolgate_state::Approval) -> serde_json::Value {
             },
             "required": ["approve"]
         }
+    })
+}
+
+/// The link that asks a client's user to approve a held call on the web UI's page (MCP
+/// elicitation, URL mode).
+fn approval_link_question(approval: &toolgate_state::Approval, url: &str) -> serde_json::Value {
+    json!({
+        "mode": "url",
+        "elicitationId": approval.id,
+        "url": url,
+        "message": format!(
+            "toolgate: a call of {}/{} (risk: {}) waits for your approval. Open the page to see its arguments and approve or deny it.",
+            approval.server,
+            approval.tool,
+            approval.severity.as_deref().unwrap_or("unknown"),
+        ),
     })
 }
 

@@ -15,6 +15,7 @@ use crate::names;
 use crate::upstream::{InitInfo, Upstream};
 
 /// What one server offers, as far as the gateway could see.
+#[derive(Clone)]
 pub struct ServerView {
     /// The configured name.
     pub name: String,

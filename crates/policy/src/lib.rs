@@ -24,8 +24,8 @@ pub use parse::{MAX_POLICY_BYTES, parse};
 pub use path::{Path, Root, Step};
 pub use pattern::{CATEGORIES, SEVERITIES, Target, glob_match};
 pub use policy::{
-    Action, Approval, AuditSpec, Call, CounterRequest, Decision, Fired, Policy, REDACTED,
-    RULE_DEFAULT_ALLOW, RULE_DEFAULT_DENY, RULE_HIDDEN, RULE_NO_POLICY, Scope, Treatment,
+    Action, Approval, AskClient, AuditSpec, Call, CounterRequest, Decision, Fired, Policy,
+    REDACTED, RULE_DEFAULT_ALLOW, RULE_DEFAULT_DENY, RULE_HIDDEN, RULE_NO_POLICY, Scope, Treatment,
     TreatmentKind, Verdict, limit_message, window_name,
 };
 pub use window::{Window, parse_duration, utc_rfc3339};

@@ -13,7 +13,8 @@ use crate::locate::{Positions, escape_token};
 use crate::path::Path;
 use crate::pattern::Pattern;
 use crate::policy::{
-    Action, Approval, AuditSpec, Entry, Limit, Policy, Rules, Scope, Section, SectionRule,
+    Action, Approval, AskClient, AuditSpec, Entry, Limit, Policy, Rules, Scope, Section,
+    SectionRule,
 };
 use crate::predicate::{OPS, Op, Predicate, REGEX_MAX_LEN};
 use crate::window::{Window, parse_duration};
@@ -50,7 +51,7 @@ const LIMIT_FIELDS: &[&str] = &[
     "sliding",
     "increment_from",
 ];
-const APPROVAL_FIELDS: &[&str] = &["timeout", "approvers"];
+const APPROVAL_FIELDS: &[&str] = &["timeout", "approvers", "ask_client"];
 const SECTION_FIELDS: &[&str] = &["default", "allow", "deny"];
 const AUDIT_FIELDS: &[&str] = &["values", "redact"];
 const COMMAND_FIELDS: &[&str] = &["allow_programs", "deny_programs", "deny"];
@@ -416,6 +417,13 @@ impl Checker {
         if let Some(v) = map.get("approvers") {
             approval.approvers =
                 self.string_list(v, &child(pointer, "approvers"), "`approvers` entries");
+        }
+        if let Some(v) = map.get("ask_client") {
+            let p = child(pointer, "ask_client");
+            approval.ask_client = match self.one_of(v, &p, "`ask_client`", &["form", "url"]) {
+                1 => AskClient::Url,
+                _ => AskClient::Form,
+            };
         }
         Some(approval)
     }

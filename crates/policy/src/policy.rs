@@ -86,6 +86,19 @@ pub struct Approval {
     pub timeout_ms: u64,
     /// Who may approve (e.g. `"client"`, `"admin"`, names); empty means any approver.
     pub approvers: Vec<String>,
+    /// How the calling client's user is asked, when `approvers` has `"client"`.
+    pub ask_client: AskClient,
+}
+
+/// How a client's user is asked to approve a call (MCP elicitation modes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AskClient {
+    /// A yes/no form shown by the client.
+    #[default]
+    Form,
+    /// A link to the web UI's approval page, opened in a browser: the decision never passes
+    /// through the client. Falls back to a form when the client or the gateway cannot.
+    Url,
 }
 
 impl Default for Approval {
@@ -93,6 +106,7 @@ impl Default for Approval {
         Approval {
             timeout_ms: 10 * 60_000,
             approvers: Vec::new(),
+            ask_client: AskClient::Form,
         }
     }
 }

@@ -256,7 +256,8 @@ fn approval_and_increment_from() {
         d.verdict,
         Verdict::Approve(Approval {
             timeout_ms: 120_000,
-            approvers: vec!["client".into()]
+            approvers: vec!["client".into()],
+            ask_client: AskClient::Form,
         })
     );
     assert_eq!(d.rule, "/tools/pay/action");
@@ -423,7 +424,8 @@ fn conditional_approval_asks_a_human_only_for_what_the_rule_says() {
         d.verdict,
         Verdict::Approve(Approval {
             timeout_ms: 300_000,
-            approvers: vec!["admin".into()]
+            approvers: vec!["admin".into()],
+            ask_client: AskClient::Form,
         })
     );
     assert_eq!(d.rule, "/tools/create_charge/approve_if/0");
@@ -509,5 +511,26 @@ fn a_command_rule_must_point_at_one_argument() {
             .message
             .contains("`require` or `approve_unless`"),
         "{e}"
+    );
+}
+
+#[test]
+fn an_approval_says_how_the_client_is_asked() {
+    let p = policy(json!({"version": "1", "default": "deny", "tools": {
+        "pay": {"action": "approve", "approval": {"approvers": ["client"], "ask_client": "url"}}}}));
+    let d = p.decide(&call("pay", &json!({})));
+    let Verdict::Approve(a) = d.verdict else {
+        panic!("not held: {:?}", d.verdict)
+    };
+    assert_eq!(a.ask_client, AskClient::Url);
+    let text = r#"{"version": "1", "default": "deny", "tools": {"pay": {"action": "approve", "approval": {"ask_client": "link"}}}}"#;
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.diagnostics[0].pointer, "/tools/pay/approval/ask_client");
+    assert!(
+        e.diagnostics[0]
+            .message
+            .contains("must be one of `form`, `url`, not `link`"),
+        "{}",
+        e.diagnostics[0]
     );
 }

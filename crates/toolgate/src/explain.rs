@@ -4,10 +4,9 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 use toolgate_gateway::Config;
-use toolgate_gateway::config::CounterBackend;
-use toolgate_gateway::guard::{counter_specs, load_policy, now_ms};
+use toolgate_gateway::guard::load_policy;
+use toolgate_gateway::manage::{explain, resolve_tool};
 use toolgate_gateway::stores::{Purpose, Stores};
-use toolgate_policy::{Call, Verdict, utc_rfc3339, window_name};
 
 use crate::BAD_CONFIG;
 
@@ -27,17 +26,12 @@ pub async fn run(
     let Some(g) = config.grants.iter().find(|g| g.name == grant) else {
         return bad(format!("no grant named {grant:?}"));
     };
-    let (server, tool) = match (tool.split_once('/'), server) {
-        (Some((s, t)), _) => (s.to_owned(), t.to_owned()),
-        (None, Some(s)) => (s.to_owned(), tool.to_owned()),
-        (None, None) if config.servers.len() == 1 => {
-            (config.servers[0].name.clone(), tool.to_owned())
-        }
-        (None, None) => {
-            return bad(
-                "several servers are configured: give --tool server/tool or --server".into(),
-            );
-        }
+    let (server, tool) = match (tool.contains('/'), server) {
+        (false, Some(s)) => (s.to_owned(), tool.to_owned()),
+        _ => match resolve_tool(config, tool) {
+            Ok(found) => found,
+            Err(e) => return bad(e),
+        },
     };
     if config.server(&server).is_none() {
         return bad(format!("no server named {server:?} in the configuration"));
@@ -57,55 +51,9 @@ pub async fn run(
         Ok((p, _)) => p,
         Err(e) => return bad(format!("{}: {e}", policy_path.display())),
     };
-    // The gateway matches policies against the aggregated name whatever endpoint is used.
-    let exposed = toolgate_gateway::names::exposed(&server, &tool);
-    let decision = policy.explain(&Call {
-        grant,
-        session: "(explain)",
-        server: &server,
-        tool: &tool,
-        exposed: &exposed,
-        categories: &[],
-        severity: None,
-        args: &args,
-    });
-    let store = Stores::open(config, Purpose::Command).await?.counters;
-    let now = now_ms();
-    let specs = counter_specs(&decision.counters, now);
-    let usage = store.usage(&specs, now).await?;
-    let counters: Vec<Value> = decision
-        .counters
-        .iter()
-        .zip(&usage)
-        .map(|(c, u)| {
-            json!({
-                "rule": &*c.rule, "counter": &*c.counter, "key": c.key, "scope": c.scope.as_str(),
-                "window": window_name(&c.window), "max": c.max, "takes": c.amount, "used": u.used,
-                "would_exceed": u.used + c.amount > c.max,
-                "resets_at": utc_rfc3339(u.reset_at_ms),
-            })
-        })
-        .collect();
-    let out = json!({
-        "decision": decision.verdict.as_str(),
-        "rule": decision.rule,
-        "message": decision.message,
-        "approval": match &decision.verdict {
-            Verdict::Approve(a) => json!({"timeout_ms": a.timeout_ms, "approvers": a.approvers}),
-            _ => Value::Null,
-        },
-        "policy": policy_path.display().to_string(),
-        "policy_version": policy.version,
-        "server": server,
-        "tool": tool,
-        "fired": decision.fired.iter().map(|f| json!({"rule": f.rule, "effect": f.effect})).collect::<Vec<_>>(),
-        "counters": counters,
-        "counter_store": match config.counters.backend {
-            CounterBackend::Sqlite => "sqlite",
-            CounterBackend::Redis => "redis",
-            CounterBackend::Memory => "memory (a running gateway's counts live in its memory; shown as 0)",
-        },
-    });
+    let stores = Stores::open(config, Purpose::Command).await?;
+    let mut out = explain(config, &stores, grant, &policy, &server, &tool, &args).await?;
+    out["policy"] = json!(policy_path.display().to_string());
     print_out(&out, as_json);
     Ok(ExitCode::SUCCESS)
 }
