@@ -27,6 +27,12 @@ if ! grep -q '^\[servers\.ssh\]' "$config"; then
     rm -f "$dir/quickstart-policy.json"
     echo "Updated $config to guard ssh-mcp (the grant's token is unchanged)" >&2
 fi
+if ! grep -q '^admin = ' "$config"; then
+    # A .toolgate/ from before the web UI: add it, same token.
+    hash=$(tr -d '\n' <"$dir/quickstart.token" | sha256sum | cut -d' ' -f1)
+    sed -e "s/@TOKEN_SHA256@/$hash/" examples/quickstart.toml >"$config"
+    echo "Updated $config: the web UI listens on 127.0.0.1:8788" >&2
+fi
 if [ ! -f "$dir/quickstart-policy.json" ]; then
     cp examples/policies/quickstart-ssh.json "$dir/quickstart-policy.json"
 fi
@@ -39,6 +45,7 @@ token=$(cat "$dir/quickstart.token")
 cat >&2 <<EOT
 
 toolgate: MCP endpoint http://127.0.0.1:8787/mcp  (grant 'quickstart'), guarding ssh-mcp
+  web UI: http://127.0.0.1:8788 (log in with the one-time link in the log below)
   hosts:  $dir/ssh-hosts.toml      policy: $dir/quickstart-policy.json
   token:  $token
   try:    curl -s http://127.0.0.1:8787/mcp -H 'Authorization: Bearer $token' \\

@@ -8,16 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::Query;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use toolgate_gateway::config::AdminRole;
 use toolgate_gateway::guard::now_ms;
 use toolgate_policy::{parse_duration, utc_rfc3339};
 use toolgate_state::{AuditFilter, AuditRecord};
 
-use crate::{Shared, authorize, error, inventory, reply, unavailable};
+use crate::{Shared, Viewer, error, inventory, reply, unavailable};
 
 /// How often the live feed looks for new records.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -78,14 +77,10 @@ fn record_json(r: &AuditRecord) -> Value {
 }
 
 pub(crate) async fn audit(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    _: Viewer,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
     let filter = match query.filter() {
         Ok(f) => f,
         Err(r) => return r,
@@ -102,14 +97,11 @@ pub(crate) async fn audit(
 /// One server-sent event per record (`id:` its id, so a reconnecting browser resumes after
 /// the last it saw), starting with the newest `BACKLOG` records.
 pub(crate) async fn stream(
-    axum::extract::State(state): Shared,
-    method: Method,
+    State(state): Shared,
+    _: Viewer,
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
     let mut filter = match query.filter() {
         Ok(f) => f,
         Err(r) => return r,
@@ -188,14 +180,7 @@ pub(crate) async fn stream(
         .into_response()
 }
 
-pub(crate) async fn overview(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn overview(State(state): Shared, _: Viewer) -> Response {
     let now = now_ms();
     let start = (now / 60_000 - 59) * 60_000;
     let filter = AuditFilter {
@@ -211,7 +196,11 @@ pub(crate) async fn overview(
     let mut decisions: BTreeMap<&str, u64> = BTreeMap::new();
     let mut tools: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
     let mut upstream_errors: HashMap<&str, u64> = HashMap::new();
-    for r in records.iter().filter(|r| r.kind == "call") {
+    // A held call is recorded when it is held and again when decided: count it once.
+    for r in records
+        .iter()
+        .filter(|r| r.kind == "call" && r.decision != "approval_pending")
+    {
         let refused = REFUSALS.contains(&r.decision.as_str());
         let slot = ((r.at_ms.saturating_sub(start)) / 60_000).min(59) as usize;
         minutes[slot].0 += 1;

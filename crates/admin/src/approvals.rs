@@ -1,15 +1,14 @@
 //! The approvals queue: calls held for a human, and their decisions.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use toolgate_gateway::audit::approval_decision;
-use toolgate_gateway::config::AdminRole;
 use toolgate_gateway::guard::now_ms;
 
-use crate::{Shared, authorize, body, error, reply, unavailable};
+use crate::{AdminOnly, Authorized, Shared, Viewer, body, error, reply, unavailable};
 
 #[derive(serde::Deserialize)]
 pub(crate) struct ListQuery {
@@ -18,14 +17,10 @@ pub(crate) struct ListQuery {
 }
 
 pub(crate) async fn list(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    _: Viewer,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
     match state
         .gateway
         .guard
@@ -38,15 +33,7 @@ pub(crate) async fn list(
     }
 }
 
-pub(crate) async fn show(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn show(State(state): Shared, _: Viewer, Path(id): Path<String>) -> Response {
     match state.gateway.guard.approvals().get(&id, now_ms()).await {
         Ok(Some(a)) => reply(StatusCode::OK, &json!(a)),
         Ok(None) => error(StatusCode::NOT_FOUND, "no such approval"),
@@ -60,16 +47,11 @@ struct Decision {
 }
 
 pub(crate) async fn decide(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    Authorized(caller): AdminOnly,
     Path((id, verdict)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
-    let caller = match authorize(&state, &method, &headers, AdminRole::Admin) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let approve = match verdict.as_str() {
         "approve" => true,
         "deny" => false,

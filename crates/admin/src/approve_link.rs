@@ -3,7 +3,7 @@
 //! link's key (an HMAC of the approval's id under the gateway's key) lets its bearer decide
 //! that one approval, and only one whose policy lists `client` among its approvers.
 
-use axum::extract::{Form, Path, Query};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use toolgate_gateway::audit::approval_decision;
@@ -105,7 +105,7 @@ fn outcome(a: &Approval) -> String {
 }
 
 pub(crate) async fn show(
-    axum::extract::State(state): Shared,
+    State(state): Shared,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<Key>,
@@ -132,7 +132,7 @@ pub(crate) async fn show(
 }
 
 pub(crate) async fn decide(
-    axum::extract::State(state): Shared,
+    State(state): Shared,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(form): Form<Verdict>,

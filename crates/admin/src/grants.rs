@@ -3,14 +3,16 @@
 //! their next reload tick, this one at once.
 
 use axum::body::Bytes;
-use axum::extract::Path;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use toolgate_gateway::config::AdminRole;
 use toolgate_gateway::manage::{GrantAdmin, GrantError, grant_rows};
 
-use crate::{Admin, Caller, Shared, authorize, body, error, reply, unavailable};
+use crate::{
+    Admin, AdminOnly, Authorized, Caller, Shared, Viewer, body, error, reply, unavailable,
+};
 
 fn refusal(e: GrantError) -> Response {
     let status = match &e {
@@ -30,14 +32,7 @@ fn admin<'a>(state: &'a Admin, caller: &Caller) -> GrantAdmin<'a> {
     }
 }
 
-pub(crate) async fn list(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn list(State(state): Shared, _: Viewer) -> Response {
     match state.gateway.guard.stores().grants.list().await {
         Ok(stored) => reply(
             StatusCode::OK,
@@ -54,15 +49,10 @@ struct NewGrant {
 }
 
 pub(crate) async fn create(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    Authorized(caller): AdminOnly,
     bytes: Bytes,
 ) -> Response {
-    let caller = match authorize(&state, &method, &headers, AdminRole::Admin) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let request: NewGrant = match body(&bytes, r#"{"name", "policy"?}"#) {
         Ok(r) => r,
         Err(r) => return r,
@@ -92,9 +82,8 @@ struct Attach {
 /// `rotate`, `revoke` (admin) or `policy` (attach; policy_manager, who may choose only among
 /// the policy files grants already follow, since the path is read on the server).
 pub(crate) async fn change(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    Authorized(caller): Viewer,
     Path((name, action)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
@@ -108,10 +97,9 @@ pub(crate) async fn change(
             );
         }
     };
-    let caller = match authorize(&state, &method, &headers, needs) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    if let Err(r) = caller.require(needs) {
+        return r;
+    }
     let grants = admin(&state, &caller);
     let answer = match action.as_str() {
         "rotate" => grants

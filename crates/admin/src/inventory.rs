@@ -4,15 +4,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
-use toolgate_gateway::config::AdminRole;
 use toolgate_gateway::guard::{load_policy, now_ms};
 use toolgate_gateway::survey::{self, ServerView};
 use toolgate_state::AuditRecord;
 
-use crate::{Admin, Shared, audit_admin, authorize, body, error, reply, unavailable};
+use crate::{
+    Admin, AdminOnly, Authorized, Shared, Viewer, audit_admin, body, error, reply, unavailable,
+};
 
 /// How long servers listed on demand for the admin pages are reused.
 const SURVEY_TTL: Duration = Duration::from_secs(30);
@@ -87,25 +89,11 @@ pub(crate) async fn report(state: &Admin) -> Value {
     report
 }
 
-pub(crate) async fn inventory(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn inventory(State(state): Shared, _: Viewer) -> Response {
     reply(StatusCode::OK, &report(&state).await)
 }
 
-pub(crate) async fn pins(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn pins(State(state): Shared, _: Viewer) -> Response {
     let all: Vec<Value> = state
         .gateway
         .inventory
@@ -121,19 +109,15 @@ struct PinApproval {
     server: String,
     #[serde(default)]
     tool: String,
-    fingerprint: Option<String>,
+    /// The definition reviewed: one that changed again since is not approved with it.
+    fingerprint: String,
 }
 
 pub(crate) async fn approve_pin(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    Authorized(caller): AdminOnly,
     bytes: Bytes,
 ) -> Response {
-    let caller = match authorize(&state, &method, &headers, AdminRole::Admin) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let request: PinApproval = match body(
         &bytes,
         r#"{"server", "tool" ("" for the server's identity), "fingerprint"}"#,
@@ -145,7 +129,7 @@ pub(crate) async fn approve_pin(
     let inventory = &state.gateway.inventory;
     match inventory
         .store()
-        .approve(server, tool, request.fingerprint.as_deref(), now_ms())
+        .approve(server, tool, Some(&request.fingerprint), now_ms())
         .await
     {
         Ok(Some(record)) => {

@@ -79,6 +79,22 @@ struct Caller {
 }
 
 impl Caller {
+    /// A 403 unless the caller holds at least role `needs`.
+    fn require(&self, needs: AdminRole) -> Result<(), Response> {
+        if self.role >= needs {
+            return Ok(());
+        }
+        Err(error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "this needs the {} role; {:?} has {}",
+                role_name(needs),
+                self.name,
+                role_name(self.role)
+            ),
+        ))
+    }
+
     /// How the audit log names them.
     fn by(&self) -> String {
         format!("admin:{}", self.name)
@@ -215,18 +231,35 @@ fn authorize(
             }
         }
     };
-    if caller.role < needs {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "this needs the {} role; {:?} has {}",
-                role_name(needs),
-                caller.name,
-                role_name(caller.role)
-            ),
-        ));
-    }
+    caller.require(needs)?;
     Ok(caller)
+}
+
+/// A request whose caller holds at least role `R` (0 viewer, 1 policy_manager, 2 admin):
+/// taking one as a handler's argument is the handler's access check.
+pub(crate) struct Authorized<const R: u8>(pub Caller);
+
+/// Any logged-in operator.
+pub(crate) type Viewer = Authorized<0>;
+/// An operator who may edit policies.
+pub(crate) type PolicyManager = Authorized<1>;
+/// An operator who may do everything.
+pub(crate) type AdminOnly = Authorized<2>;
+
+impl<const R: u8> axum::extract::FromRequestParts<Arc<Admin>> for Authorized<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<Admin>,
+    ) -> Result<Self, Response> {
+        let needs = match R {
+            0 => AdminRole::Viewer,
+            1 => AdminRole::PolicyManager,
+            _ => AdminRole::Admin,
+        };
+        authorize(state, &parts.method, &parts.headers, needs).map(Authorized)
+    }
 }
 
 fn role_name(role: AdminRole) -> &'static str {

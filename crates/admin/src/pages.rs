@@ -115,7 +115,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// A page for a logged-in browser; others go to the login.
-async fn show(axum::extract::State(state): Shared, headers: HeaderMap, index: usize) -> Response {
+async fn show(State(state): Shared, headers: HeaderMap, index: usize) -> Response {
     if let Some((status, message)) = state.access.refusal(&headers) {
         return error(status, &message);
     }
@@ -194,8 +194,9 @@ pub(crate) fn page(
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_FRAME_OPTIONS, "DENY"),
-            // Approval links carry their key in the query: never pass it on.
-            (header::REFERRER_POLICY, "no-referrer"),
+            // Approval links carry their key in the query: never pass it to another site.
+            // (`no-referrer` would also make the browser send `Origin: null` on our own forms.)
+            (header::REFERRER_POLICY, "same-origin"),
             (
                 header::CONTENT_SECURITY_POLICY,
                 "default-src 'self'; frame-ancestors 'none'; form-action 'self'",

@@ -8,17 +8,20 @@
 use std::path::PathBuf;
 
 use axum::body::Bytes;
-use axum::extract::Query;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
-use toolgate_gateway::config::{AdminRole, CounterBackend};
+use toolgate_gateway::config::CounterBackend;
 use toolgate_gateway::manage::{self, SaveError};
 use toolgate_gateway::names;
 use toolgate_policy::PolicyError;
 use toolgate_state::AuditRecord;
 
-use crate::{Admin, Shared, audit_admin, authorize, body, error, inventory, reply, unavailable};
+use crate::{
+    Admin, Authorized, PolicyManager, Shared, Viewer, audit_admin, body, error, inventory, reply,
+    unavailable,
+};
 
 /// `toolgate check`'s diagnostics as JSON: each with its `text` as the command prints it
 /// (after the file name).
@@ -56,14 +59,7 @@ fn policy_of(state: &Admin, grant: &str) -> Result<PathBuf, Response> {
     })
 }
 
-pub(crate) async fn list(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn list(State(state): Shared, _: Viewer) -> Response {
     let grants = state.gateway.grants.all();
     let mut files: Vec<(PathBuf, Vec<String>)> = Vec::new();
     for g in &grants {
@@ -101,15 +97,7 @@ pub(crate) struct GrantQuery {
     grant: String,
 }
 
-pub(crate) async fn show(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-    Query(q): Query<GrantQuery>,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn show(State(state): Shared, _: Viewer, Query(q): Query<GrantQuery>) -> Response {
     let path = match policy_of(&state, &q.grant) {
         Ok(p) => p,
         Err(r) => return r,
@@ -150,15 +138,7 @@ struct Draft {
     text: String,
 }
 
-pub(crate) async fn check(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn check(_: Viewer, bytes: Bytes) -> Response {
     let draft: Draft = match body(&bytes, r#"{"text": "<the policy's JSON text>"}"#) {
         Ok(d) => d,
         Err(r) => return r,
@@ -180,15 +160,7 @@ struct TryCall {
     text: Option<String>,
 }
 
-pub(crate) async fn explain(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&state, &method, &headers, AdminRole::Viewer) {
-        return r;
-    }
+pub(crate) async fn explain(State(state): Shared, _: Viewer, bytes: Bytes) -> Response {
     let call: TryCall = match body(&bytes, r#"{"grant", "tool", "args": {...}, "text"?}"#) {
         Ok(c) => c,
         Err(r) => return r,
@@ -240,15 +212,10 @@ struct Save {
 }
 
 pub(crate) async fn save(
-    axum::extract::State(state): Shared,
-    method: Method,
-    headers: HeaderMap,
+    State(state): Shared,
+    Authorized(caller): PolicyManager,
     bytes: Bytes,
 ) -> Response {
-    let caller = match authorize(&state, &method, &headers, AdminRole::PolicyManager) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let request: Save = match body(&bytes, r#"{"grant", "text", "base_sha256"}"#) {
         Ok(s) => s,
         Err(r) => return r,

@@ -234,14 +234,23 @@ pub fn save_policy(path: &Path, text: &str, base_sha256: Option<&str>) -> Result
         Some(old) => {
             let backup = sibling(".bak");
             std::fs::write(&backup, old).map_err(io)?;
+            if let Ok(m) = std::fs::metadata(path) {
+                std::fs::set_permissions(&backup, m.permissions()).map_err(io)?;
+            }
             Some(backup)
         }
         None => None,
     };
     let temporary = sibling(&format!(".tmp-{}", std::process::id()));
+    // The new file keeps the old one's permissions (a policy readable only by its owner
+    // stays so).
+    let permissions = std::fs::metadata(path).ok().map(|m| m.permissions());
     let written = (|| {
         use std::io::Write as _;
         let mut file = std::fs::File::create(&temporary)?;
+        if let Some(p) = &permissions {
+            file.set_permissions(p.clone())?;
+        }
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)

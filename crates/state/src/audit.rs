@@ -92,7 +92,8 @@ pub struct AuditFilter {
     pub since_ms: Option<u64>,
     /// Only records with an id above this (for following).
     pub after_id: Option<i64>,
-    /// At most this many, the newest (returned oldest first).
+    /// At most this many: the newest, or with `after_id` the first after it (so that a
+    /// follower reading in pages never skips one); returned oldest first either way.
     pub limit: usize,
 }
 
@@ -159,10 +160,19 @@ impl AuditSink for MemoryAudit {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
         let found = self.with(|all| {
+            let matching = |r: &&AuditRecord| filter.matches(r);
+            if filter.after_id.is_some() {
+                return all
+                    .iter()
+                    .filter(matching)
+                    .take(filter.limit)
+                    .cloned()
+                    .collect();
+            }
             let mut found: Vec<AuditRecord> = all
                 .iter()
                 .rev()
-                .filter(|r| filter.matches(r))
+                .filter(matching)
                 .take(filter.limit)
                 .cloned()
                 .collect();
@@ -259,6 +269,19 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].tool.as_deref(), Some("exec"));
+        // Following in pages: the first after the id, not the newest.
+        let page = sink
+            .query(&AuditFilter {
+                after_id: Some(0),
+                limit: 2,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [all[0].id, all[1].id]
+        );
         let newest = sink
             .query(&AuditFilter {
                 limit: 2,

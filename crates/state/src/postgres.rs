@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
 use crate::audit::{AuditFilter, AuditRecord, AuditSink};
@@ -16,7 +16,7 @@ use crate::counters::{BoxFuture, StoreError};
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, bind_audit_filter, encode,
     pin_record, stored_grant,
 };
 
@@ -514,13 +514,7 @@ impl AuditSink for PostgresState {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
-            let mut records = Vec::with_capacity(rows.len());
-            for row in rows.iter().rev() {
-                let id: i64 = row.try_get(0).map_err(unavailable)?;
-                let text: String = row.try_get(1).map_err(unavailable)?;
-                records.push(audit_record(id, &text)?);
-            }
-            Ok(records)
+            audit_records(&rows, filter)
         })
     }
 

@@ -81,8 +81,36 @@ pub(crate) fn audit_record(id: i64, text: &str) -> Result<AuditRecord, StoreErro
     Ok(record)
 }
 
-/// The query for a filter: `SELECT id, record ... ORDER BY id DESC LIMIT`, with the
-/// database's placeholder for parameter `n` (1-based). Bind, in order: grant, tool, decision
+/// The records of an audit query's rows, oldest first.
+pub(crate) fn audit_records<R>(
+    rows: &[R],
+    filter: &AuditFilter,
+) -> Result<Vec<AuditRecord>, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let decode = |row: &R| {
+        let id: i64 = row
+            .try_get(0)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let text: String = row
+            .try_get(1)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        audit_record(id, &text)
+    };
+    // Without `after_id` the query took the newest, newest first.
+    match filter.after_id {
+        Some(_) => rows.iter().map(decode).collect(),
+        None => rows.iter().rev().map(decode).collect(),
+    }
+}
+
+/// The query for a filter: `SELECT id, record ... ORDER BY id DESC LIMIT` (the newest), or
+/// with `after_id`, `ORDER BY id ASC` (the first after it, so that a follower never skips),
+/// with the database's placeholder for parameter `n` (1-based). Bind, in order: grant, tool, decision
 /// (those that are set), since, after, then the limit ([`bind_audit_filter`]).
 pub(crate) fn audit_query(filter: &AuditFilter, placeholder: fn(usize) -> String) -> String {
     let mut conditions = Vec::new();
@@ -101,8 +129,13 @@ pub(crate) fn audit_query(filter: &AuditFilter, placeholder: fn(usize) -> String
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
+    let order = if filter.after_id.is_some() {
+        "ASC"
+    } else {
+        "DESC"
+    };
     format!(
-        "SELECT id, record FROM audit {clause} ORDER BY id DESC LIMIT {}",
+        "SELECT id, record FROM audit {clause} ORDER BY id {order} LIMIT {}",
         placeholder(conditions.len() + 1)
     )
 }

@@ -21,7 +21,7 @@ use crate::counters::{
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_record, bind_audit_filter, encode,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, bind_audit_filter, encode,
     pin_record, stored_grant,
 };
 
@@ -697,13 +697,7 @@ impl AuditSink for SqliteState {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(unavailable)?;
-            let mut records = Vec::with_capacity(rows.len());
-            for row in rows.iter().rev() {
-                let id: i64 = row.try_get(0).map_err(unavailable)?;
-                let text: String = row.try_get(1).map_err(unavailable)?;
-                records.push(audit_record(id, &text)?);
-            }
-            Ok(records)
+            audit_records(&rows, filter)
         })
     }
 

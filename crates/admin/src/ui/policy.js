@@ -161,7 +161,12 @@
   /** The patterns (not exact names) of `hide` or `tools` that select a tool. */
   function patternsFor(tool, list) {
     const names = [tool.exposed, tool.name, `${tool.server}/${tool.name}`];
-    return list.filter((k) => typeof k === "string" && isPattern(k) && names.some((n) => n && (globMatch(k, n) || globMatch(k, n.split("/").pop()))));
+    const matches = (k) => {
+      if (k.startsWith("category:")) return (tool.categories || []).includes(k.slice(9));
+      if (k.startsWith("severity:")) return tool.severity === k.slice(9);
+      return names.some((n) => n && (globMatch(k, n) || globMatch(k, n.split("/").pop())));
+    };
+    return list.filter((k) => typeof k === "string" && isPattern(k) && matches(k));
   }
 
   function hasRules(entry) {
@@ -912,7 +917,10 @@
   }
 
   async function save() {
-    if (!state.grant || state.sha === null) return;
+    if (!state.grant || state.sha === null) {
+      setStatus("Nothing to save: choose a grant that has a policy file.", "error");
+      return;
+    }
     const text = ui.json.value;
     ui.save.disabled = true;
     setStatus("Saving…");
@@ -931,7 +939,7 @@
     }
     if (r.data.diagnostics) showDiagnostics(r.data.diagnostics);
     if (r.status === 409) {
-      setStatus(`Not saved: ${r.data.error}. The file changed since you loaded it: use “Reload from disk” to get the current file (copy your draft first to keep it).`, "error");
+      setStatus(`Not saved: ${r.data.error}. Use “Reload from disk” to get the current file (copy your draft first if you want to keep it).`, "error");
     } else {
       setStatus(`Not saved: ${r.data.error}`, "error");
     }
@@ -1015,10 +1023,9 @@
     if ((d.counters || []).length) {
       parts.push(el("h3", { text: "Counters" }), el("ul", {}, ...d.counters.map((c) => el("li", { class: c.would_exceed ? "error" : "" },
         el("code", { text: c.counter }),
-        ` ${c.used} of ${c.max} used per ${c.window} (${c.scope}${c.key ? ` ${c.key}` : ""}); this call takes ${c.takes}`,
+        ` ${c.used} of ${c.max} used this ${c.window} (per ${c.scope}); this call takes ${c.takes}`,
         c.would_exceed ? " and would exceed it" : "",
         c.resets_at ? `; resets at ${typeof c.resets_at === "number" ? new Date(c.resets_at).toISOString() : c.resets_at}` : ""))));
-      if (d.counter_store && d.counter_store.startsWith("memory")) parts.push(el("p", { class: "empty", text: `Counter store: ${d.counter_store}.` }));
     }
     if (d.approval) {
       const a = d.approval;
@@ -1079,7 +1086,10 @@
     }
   });
   window.addEventListener("beforeunload", (e) => {
-    if (updateDirty()) e.preventDefault();
+    if (updateDirty()) {
+      e.preventDefault();
+      e.returnValue = "";
+    }
   });
 
   start();
