@@ -350,6 +350,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_scripts_are_sent_again_when_redis_lost_them() {
+        let store = store().await;
+        let now = 1_795_631_502_500;
+        let specs = [spec("flush|global|", 5, 60_000, false, now)];
+        assert!(matches!(
+            store.reserve(&specs, now).await.unwrap(),
+            Reserve::Granted(_)
+        ));
+        // A restarted Redis (or SCRIPT FLUSH) forgets the scripts: the next call loads them.
+        let _: String = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut store.conn.clone())
+            .await
+            .unwrap();
+        let Reserve::Granted(r) = store.reserve(&specs, now).await.unwrap() else {
+            panic!("not granted")
+        };
+        let _: String = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut store.conn.clone())
+            .await
+            .unwrap();
+        store.rollback(r).await.unwrap();
+        assert_eq!(store.usage(&specs, now).await.unwrap()[0].used, 1);
+    }
+
+    #[tokio::test]
     async fn an_unreachable_redis_is_an_error_not_a_grant() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
