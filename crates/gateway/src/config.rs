@@ -1098,6 +1098,23 @@ mod tests {
     }
 
     #[test]
+    fn the_web_ui_url_defaults_to_the_admin_listener() {
+        assert_eq!(parse("").unwrap().admin_url, None);
+        let listener = parse("[listen]\nadmin = \"127.0.0.1:8788\"\n").unwrap();
+        assert_eq!(listener.admin_url.as_deref(), Some("http://127.0.0.1:8788"));
+        let public = parse(
+            "[listen]\nadmin = \"127.0.0.1:8788\"\n[admin]\npublic_url = \"https://tg.example/${TOKEN}/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            public.admin_url.as_deref(),
+            Some("https://tg.example/s3cret")
+        );
+        let bad = parse("[admin]\npublic_url = \"ftp://x\"\n").unwrap_err();
+        assert!(bad.to_string().contains("admin.public_url"), "{bad}");
+    }
+
+    #[test]
     fn shared_state_keys_are_checked() {
         let key = "ab".repeat(32);
         let c = parse(&format!(

@@ -183,7 +183,7 @@ pub struct CallInfo<'a> {
     /// Asks the calling client's user (MCP elicitation), for policies whose `approvers`
     /// include `"client"`: `Some((approved, reason))` once the user answers, `None` when the
     /// client cannot be asked or the user dismissed the question.
-    pub ask_client: Option<&'a AskClient>,
+    pub ask_client: Option<&'a ClientAsker>,
     /// A 2026-07-28 client's part in approvals: it can be asked through `input_required`, or
     /// this request is its answer.
     pub client_input: Option<ClientInput>,
@@ -206,7 +206,7 @@ pub enum ClientInput {
 }
 
 /// How the guard asks the calling client's user to approve a held call.
-pub type AskClient = dyn Fn(
+pub type ClientAsker = dyn Fn(
         PendingApproval,
         toolgate_policy::AskClient,
     ) -> toolgate_state::BoxFuture<'static, Option<(bool, Option<String>)>>
