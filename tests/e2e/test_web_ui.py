@@ -29,7 +29,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 HOLD = {
     "version": "1",
     "default": "deny",
-    "tools": {"create_charge": {"action": "approve", "approval": {"timeout": "60s"}}, "list_files": {}},
+    "tools": {"create_charge": {"action": "approve", "approval": {"timeout": "60s"}}, "list_files": {},
+              "delete_account": {"action": "deny"}},
 }
 
 
@@ -146,3 +147,40 @@ def test_the_session_cookie_is_strict_and_changes_need_its_csrf_token(gateway_fa
         out = httpx.post(f"{base}/logout", headers=jar, data={"csrf": csrf}, follow_redirects=False)
         assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
         assert httpx.get(f"{base}/api/approvals", headers=jar).status_code == 401
+
+
+async def test_the_grants_page_creates_a_working_grant_and_the_audit_page_filters_and_explains(gateway_factory, tmp_path):
+    gw, base = ui_gateway(gateway_factory, tmp_path)
+    async with connect(gw) as alice:
+        # Something to find: a denial among allowed calls.
+        assert_passed(await alice.call_tool("list_files", {"path": "/"}), "ssh", "list_files", {"path": "/"})
+        assert_denied(await alice.call_tool("delete_account", {"id": "7"}), "denied", "/tools/delete_account/action")
+    require(CHROMIUM, "install the Debian package chromium (bash scripts/setup-test-deps.sh)")
+    out_dir = SHOTS / "pages"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    node = NODE_BIN / "node" if (NODE_BIN / "node").exists() else "node"
+    done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        [str(node), str(ROOT / "tests" / "ui" / "pages.mjs"), "--base", base, "--once", one_time_code(gw),
+         "--grant", "carol", "--tool", "delete_account", "--shots", str(out_dir)],
+        capture_output=True, text=True, timeout=90,
+    ))
+    assert done.returncode == 0, f"browser script failed:\n{done.stdout}\n{done.stderr}"
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shown["errors"] == []
+    # The token, shown once, works at once; the page never shows it again.
+    assert re.fullmatch(r"tg_[0-9a-f]{64}", shown["token"]), shown
+    assert shown["status"] == "Created carol." and shown["token_hidden"]
+    assert "carol" in shown["row"] and "stored" in shown["row"] and shown["token"] not in shown["row"]
+    probe = httpx.post(gw.url, headers={"Authorization": f"Bearer {shown['token']}", "Accept": "application/json, text/event-stream"},
+                       json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                           "protocolVersion": "2025-11-25", "capabilities": {},
+                           "clientInfo": {"name": "probe", "version": "0"}}})
+    assert probe.status_code == 200, probe.text
+    # The filter shows denials only; the detail view has the rule pointer, argument keys and digest.
+    assert set(shown["decisions"]) == {"denied"}, shown["decisions"]
+    for field in ["Rule pointer", "/tools/delete_account/action", "Argument keys", "Argument digest (SHA-256)", "Latency", "delete_account"]:
+        assert field in shown["detail"], (field, shown["detail"])
+    assert '"7"' not in shown["detail"], "argument values are not audited by default"
+    for name in ["grants-created.png", "audit-detail.png"]:
+        assert (out_dir / name).stat().st_size > 1000
