@@ -77,9 +77,15 @@ async def test_a_stored_grant_is_created_rotated_reattached_and_revoked_while_th
     assert out.returncode == 0, out
     deadline = time.monotonic() + 5
     while True:
-        async with connect(gw, new) as carol:
-            if await tool_names(carol) == []:
-                break
+        # A session opened just before the gateway applied the change is ended by it (a
+        # re-attached grant's sessions end): the client sees 404 and opens another.
+        try:
+            async with connect(gw, new) as carol:
+                if await tool_names(carol) == []:
+                    break
+        except Exception as e:  # the SDK raises an ExceptionGroup around MCPError
+            if "Session not found" not in repr(e):
+                raise
         assert time.monotonic() < deadline, "the new policy was not applied"
 
     # Revocation: the token is refused.
