@@ -74,8 +74,13 @@ pub(crate) async fn report(state: &Admin) -> Value {
             let policy = g
                 .policy
                 .as_ref()
-                .and_then(|p| load_policy(p).ok())
-                .map(|(p, _)| Arc::new(p));
+                // The policy in force; a file no grant had when the gateway last looked is read.
+                .and_then(|p| {
+                    gateway
+                        .guard
+                        .policy_at(p)
+                        .or_else(|| load_policy(p).ok().map(|(p, _)| Arc::new(p)))
+                });
             (g.name.to_string(), policy)
         })
         .collect();

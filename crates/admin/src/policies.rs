@@ -59,6 +59,15 @@ fn policy_of(state: &Admin, grant: &str) -> Result<PathBuf, Response> {
     })
 }
 
+/// The text of the policy file a grant follows, and its path.
+fn text_of(state: &Admin, grant: &str) -> Result<(PathBuf, String), Response> {
+    let path = policy_of(state, grant)?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((path, text)),
+        Err(e) => Err(unavailable(format!("{}: {e}", path.display()))),
+    }
+}
+
 pub(crate) async fn list(State(state): Shared, _: Viewer) -> Response {
     let grants = state.gateway.grants.all();
     let mut files: Vec<(PathBuf, Vec<String>)> = Vec::new();
@@ -98,13 +107,9 @@ pub(crate) struct GrantQuery {
 }
 
 pub(crate) async fn show(State(state): Shared, _: Viewer, Query(q): Query<GrantQuery>) -> Response {
-    let path = match policy_of(&state, &q.grant) {
-        Ok(p) => p,
+    let (path, text) = match text_of(&state, &q.grant) {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => return unavailable(format!("{}: {e}", path.display())),
     };
     let (version, problems) = match toolgate_policy::parse(&text) {
         Ok(p) => (json!(p.version), Value::Null),
@@ -176,16 +181,10 @@ pub(crate) async fn explain(State(state): Shared, _: Viewer, bytes: Bytes) -> Re
     };
     let text = match call.text {
         Some(t) => t,
-        None => {
-            let path = match policy_of(&state, &call.grant) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
-            match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => return unavailable(format!("{}: {e}", path.display())),
-            }
-        }
+        None => match text_of(&state, &call.grant) {
+            Ok((_, t)) => t,
+            Err(r) => return r,
+        },
     };
     let policy = match toolgate_policy::parse(&text) {
         Ok(p) => p,
