@@ -598,7 +598,14 @@ impl Config {
         };
         let shared = SharedStateConfig {
             postgres: state_url("postgres", &raw.state.postgres, &["postgres", "postgresql"])?,
-            redis: state_url("redis", &raw.state.redis, &["redis", "rediss"])?,
+            redis: match state_url("redis", &raw.state.redis, &["redis", "rediss"])? {
+                Some(url) => {
+                    toolgate_state::redis::RedisUrl::parse(&url)
+                        .map_err(|e| invalid("state.redis".into(), None, e.to_string()))?;
+                    Some(url)
+                }
+                None => None,
+            },
             redis_prefix: raw
                 .state
                 .redis_prefix
@@ -1150,6 +1157,16 @@ mod tests {
                 "[state]\nredis = \"http://x\"\n",
                 "state.redis",
                 "expected a redis://",
+            ),
+            (
+                "[state]\nredis = \"rediss://cache:6380\"\n",
+                "state.redis",
+                "TLS) is not supported",
+            ),
+            (
+                "[state]\nredis = \"redis://cache:63a/0\"\n",
+                "state.redis",
+                "bad port",
             ),
             (
                 "[state]\nsession_key = \"abcd\"\n",

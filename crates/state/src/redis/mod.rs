@@ -7,11 +7,13 @@
 //! published on a channel so that a call held on one instance is released at once when it
 //! is approved on another.
 
+mod resp;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use resp::{Client, Cmd, Value};
+pub use resp::{RedisUrl, RespError};
 
 use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
@@ -56,9 +58,11 @@ for i = 1, #KEYS do
     redis.call('ZADD', KEYS[i], now, id .. ':' .. amount)
     redis.call('PEXPIRE', KEYS[i], window)
   else
-    redis.call('INCRBY', KEYS[i], amount)
-    -- Relative to the caller's clock, so that clock skew with Redis cannot end it early.
-    redis.call('PEXPIRE', KEYS[i], math.max(tonumber(ARGV[b + 5]) + window - now, 0) + 1000)
+    -- A new key gets its expiry, relative to the caller's clock so that clock skew with
+    -- Redis cannot end it early; later calls in the window need not set it again.
+    if redis.call('INCRBY', KEYS[i], amount) == tonumber(amount) then
+      redis.call('PEXPIRE', KEYS[i], math.max(tonumber(ARGV[b + 5]) + window - now, 0) + 1000)
+    end
   end
 end
 return {0}
@@ -79,64 +83,73 @@ end
 return 0
 "#;
 
+/// A Lua script, sent by its SHA-1 and, when Redis does not know it (first use, a restarted
+/// Redis, `SCRIPT FLUSH`), by its text.
+struct Script {
+    text: &'static str,
+    sha1: String,
+}
+
+impl Script {
+    fn new(text: &'static str) -> Script {
+        Script {
+            text,
+            sha1: sha1_smol::Sha1::from(text).digest().to_string(),
+        }
+    }
+}
+
 /// Counters (and approval wake-ups) in Redis.
 #[derive(Clone)]
 pub struct RedisState {
-    client: Client,
-    conn: ConnectionManager,
+    client: Arc<Client>,
     prefix: String,
-    reserve: Script,
-    rollback: Script,
+    reserve: Arc<Script>,
+    rollback: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisState")
+            .field("url", self.client.url())
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
 
-fn unavailable(e: redis::RedisError) -> StoreError {
+fn unavailable(e: RespError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
 impl RedisState {
-    /// Connects to `url` (`redis://host:port/db`, or `rediss://` for TLS). Keys are prefixed
-    /// with `prefix` so that several deployments can share one Redis. Each command waits at
-    /// most `timeout`; a lost connection is re-established in the background, and until then
-    /// commands fail (the gateway denies calls that need counters: fail closed). With `check`,
-    /// Redis must answer now (a gateway starting); without, it is first reached when used.
+    /// Connects to `url` (`redis://[[user]:password@]host:port/db`). Keys are prefixed with
+    /// `prefix` so that several deployments can share one Redis. Each command waits at most
+    /// `timeout`; a lost connection is made again by the next command, and until Redis is
+    /// back commands fail (the gateway denies calls that need counters: fail closed). With
+    /// `check`, Redis must answer now (a gateway starting); without, it is first reached when
+    /// used.
     pub async fn connect(
         url: &str,
         prefix: &str,
         timeout: Duration,
         check: bool,
     ) -> Result<RedisState, StoreError> {
-        let client = Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let url = RedisUrl::parse(url).map_err(unavailable)?;
         let state = RedisState {
-            client,
-            conn,
+            client: Arc::new(Client::new(url, timeout)),
             prefix: prefix.to_owned(),
-            reserve: Script::new(RESERVE),
-            rollback: Script::new(ROLLBACK),
+            reserve: Arc::new(Script::new(RESERVE)),
+            rollback: Arc::new(Script::new(ROLLBACK)),
         };
-        if !check {
-            return Ok(state);
+        if check {
+            // Fail at start-up on a wrong address, rather than at the first call.
+            state
+                .client
+                .query(&Cmd::new("PING"))
+                .await
+                .and_then(Value::ok)
+                .map_err(unavailable)?;
         }
-        // Fail at start-up on a wrong address, rather than at the first call.
-        let mut conn = state.conn.clone();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
         Ok(state)
     }
 
@@ -152,6 +165,37 @@ impl RedisState {
         }
     }
 
+    /// Runs `script` with `keys` and `args` (`EVALSHA`, then `EVAL` if Redis lost it).
+    async fn eval(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: impl Fn(&mut Cmd),
+    ) -> Result<Value, StoreError> {
+        let invoke = |name: &str, body: &str| {
+            let mut cmd = Cmd::new(name);
+            cmd.arg(body).arg(keys.len());
+            for key in keys {
+                cmd.arg(key);
+            }
+            args(&mut cmd);
+            cmd
+        };
+        let mut answer = self
+            .client
+            .query(&invoke("EVALSHA", &script.sha1))
+            .await
+            .map_err(unavailable)?;
+        if matches!(&answer, Value::Error(e) if e.starts_with("NOSCRIPT")) {
+            answer = self
+                .client
+                .query(&invoke("EVAL", script.text))
+                .await
+                .map_err(unavailable)?;
+        }
+        answer.ok().map_err(unavailable)
+    }
+
     async fn run(
         &self,
         mode: &str,
@@ -159,19 +203,20 @@ impl RedisState {
         now_ms: u64,
         id: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut call = self.reserve.prepare_invoke();
-        call.arg(mode).arg(now_ms).arg(id);
-        for spec in specs {
-            call.key(self.key(spec))
-                .arg(spec.max)
-                .arg(spec.amount)
-                .arg(spec.window_ms)
-                .arg(u8::from(spec.sliding))
-                .arg(spec.window_start_ms);
-        }
-        call.invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)
+        let keys: Vec<String> = specs.iter().map(|s| self.key(s)).collect();
+        self.eval(&self.reserve, &keys, |cmd| {
+            cmd.arg(mode).arg(now_ms).arg(id);
+            for spec in specs {
+                cmd.arg(spec.max)
+                    .arg(spec.amount)
+                    .arg(spec.window_ms)
+                    .arg(u8::from(spec.sliding))
+                    .arg(spec.window_start_ms);
+            }
+        })
+        .await?
+        .into_ints()
+        .map_err(unavailable)
     }
 
     fn channel(&self) -> String {
@@ -180,45 +225,61 @@ impl RedisState {
 
     /// Tells every instance that approval `id` was decided.
     pub async fn publish_decision(&self, id: &str) -> Result<(), StoreError> {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(self.channel())
-            .arg(id)
-            .query_async(&mut self.conn.clone())
+        let mut cmd = Cmd::new("PUBLISH");
+        cmd.arg(&self.channel()).arg(id);
+        self.client
+            .query(&cmd)
             .await
+            .and_then(Value::ok)
             .map_err(unavailable)?;
         Ok(())
     }
 
     /// Calls `on_decision` with the id of every approval decided anywhere, until the process
-    /// ends. The subscription is re-made after Redis goes away (meanwhile, held calls still
+    /// ends. The subscription is made again after Redis goes away (meanwhile, held calls still
     /// see decisions by polling).
     pub fn watch_decisions(&self, on_decision: impl Fn(&str) + Send + Sync + 'static) {
         let client = self.client.clone();
         let channel = self.channel();
         tokio::spawn(async move {
             loop {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                        Ok(()) => {
-                            let mut messages = pubsub.into_on_message();
-                            while let Some(message) = messages.next().await {
-                                if let Ok(id) = message.get_payload::<String>() {
-                                    on_decision(&id);
-                                }
-                            }
-                            tracing::warn!("the approvals channel on redis closed; resubscribing");
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot subscribe to approvals on redis")
-                        }
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "redis unreachable for approval wake-ups")
+                match subscribe(&client, &channel, &on_decision).await {
+                    Ok(()) => {
+                        tracing::warn!("the approvals channel on redis closed; subscribing again")
                     }
+                    Err(e) => tracing::debug!(error = %e, "no approval wake-ups from redis"),
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+    }
+}
+
+/// Subscribes to `channel` on a connection of its own and calls `on_message` with every
+/// message's payload, until the connection ends.
+async fn subscribe(
+    client: &Client,
+    channel: &str,
+    on_message: &impl Fn(&str),
+) -> Result<(), RespError> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = resp::connect(client.url(), client.timeout()).await?;
+    let mut cmd = Cmd::new("SUBSCRIBE");
+    cmd.arg(channel);
+    stream
+        .write_all(&cmd.encode())
+        .await
+        .map_err(|e| RespError::Io(format!("writing to redis: {e}")))?;
+    let mut buf = Vec::new();
+    loop {
+        let Value::Array(items) = resp::read_value(&mut stream, &mut buf).await?.ok()? else {
+            continue;
+        };
+        if let [Value::Bytes(kind), _, Value::Bytes(payload)] = &items[..]
+            && kind == b"message"
+        {
+            on_message(&String::from_utf8_lossy(payload));
+        }
     }
 }
 
@@ -265,15 +326,14 @@ impl CounterStore for RedisState {
 
     fn rollback(&self, reservation: Reservation) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut call = self.rollback.prepare_invoke();
-            call.arg(reservation.id);
-            for (key, _, amount, sliding) in &reservation.taken {
-                call.key(key).arg(*amount).arg(u8::from(*sliding));
-            }
-            let _: i64 = call
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(unavailable)?;
+            let keys: Vec<String> = reservation.taken.iter().map(|t| t.0.clone()).collect();
+            self.eval(&self.rollback, &keys, |cmd| {
+                cmd.arg(reservation.id);
+                for (_, _, amount, sliding) in &reservation.taken {
+                    cmd.arg(*amount).arg(u8::from(*sliding));
+                }
+            })
+            .await?;
             Ok(())
         })
     }
@@ -359,18 +419,22 @@ mod tests {
             Reserve::Granted(_)
         ));
         // A restarted Redis (or SCRIPT FLUSH) forgets the scripts: the next call loads them.
-        let _: String = redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .query_async(&mut store.conn.clone())
+        store
+            .client
+            .query(Cmd::new("SCRIPT").arg("FLUSH"))
             .await
+            .unwrap()
+            .ok()
             .unwrap();
         let Reserve::Granted(r) = store.reserve(&specs, now).await.unwrap() else {
             panic!("not granted")
         };
-        let _: String = redis::cmd("SCRIPT")
-            .arg("FLUSH")
-            .query_async(&mut store.conn.clone())
+        store
+            .client
+            .query(Cmd::new("SCRIPT").arg("FLUSH"))
             .await
+            .unwrap()
+            .ok()
             .unwrap();
         store.rollback(r).await.unwrap();
         assert_eq!(store.usage(&specs, now).await.unwrap()[0].used, 1);
