@@ -554,9 +554,16 @@ async fn setup(
         dir,
         "gateway-no-audit.toml",
         &token,
-        &format!("[servers.demo-stdio]\ncommand = {demo_cmd}\n"),
+        &format!(
+            "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
+            demo_http.addr
+        ),
         "",
-        "\n[audit]\nenabled = false\n",
+        &format!(
+            "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n\n[audit]\nenabled = false\n",
+            sha256_hex(&policy_token),
+            bench_policy.display().to_string()
+        ),
     )?;
     let gateway_no_audit = Server::start(
         &toolgate,

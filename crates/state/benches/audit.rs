@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p toolgate-state --bench audit`. Appends 200,000 realistic call records
 //! (grant, session, server, tool, rule, policy version, argument keys and digest, status,
-//! latency) in batches of 4,096, each batch one transaction, to a fresh database in WAL mode
+//! latency) in batches of 4,096 and again of 160, each batch one transaction, to a fresh database in WAL mode
 //! with `synchronous = NORMAL` (as the gateway opens it). Prints records per second for the
 //! best and median of 3 rounds and `[PASS]`/`[FAIL]` against the target: at least 50,000
 //! records per second (best round).
@@ -15,7 +15,9 @@ use toolgate_state::{AuditRecord, AuditSink, SqliteState};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RECORDS: usize = 200_000;
-const BATCH: usize = 4_096;
+/// The writer's largest batch, and a typical one: what a gateway relaying about 8,000 calls/s
+/// gathers in its 20 ms window.
+const BATCHES: [usize; 4] = [4_096, 1000, 400, 160];
 const ROUNDS: usize = 3;
 const TARGET_PER_SEC: f64 = 50_000.0;
 
@@ -52,38 +54,45 @@ fn main() {
         .build()
         .unwrap();
     let records: Vec<AuditRecord> = (0..RECORDS).map(record).collect();
-    let mut rates = Vec::new();
-    for round in 0..ROUNDS {
-        let dir = std::env::temp_dir().join(format!(
-            "toolgate-audit-bench-{}-{round}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let rate = runtime.block_on(async {
-            let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(5))
-                .await
-                .unwrap();
-            let start = Instant::now();
-            for batch in records.chunks(BATCH) {
-                store.append(batch).await.unwrap();
-            }
-            RECORDS as f64 / start.elapsed().as_secs_f64()
-        });
-        std::fs::remove_dir_all(&dir).unwrap();
-        rates.push(rate);
+    let mut best_of_all = 0.0f64;
+    for batch in BATCHES {
+        let mut rates = Vec::new();
+        for round in 0..ROUNDS {
+            let dir = std::env::temp_dir().join(format!(
+                "toolgate-audit-bench-{}-{batch}-{round}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let rate = runtime.block_on(async {
+                let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                let start = Instant::now();
+                for chunk in records.chunks(batch) {
+                    store.append(chunk).await.unwrap();
+                }
+                RECORDS as f64 / start.elapsed().as_secs_f64()
+            });
+            std::fs::remove_dir_all(&dir).unwrap();
+            rates.push(rate);
+        }
+        rates.sort_by(|a, b| b.total_cmp(a));
+        println!(
+            "audit append into SQLite, batches of {batch}: best {:.0} records/s, median {:.0} records/s over {ROUNDS} rounds of {RECORDS}",
+            rates[0],
+            rates[rates.len() / 2]
+        );
+        if batch == BATCHES[0] {
+            best_of_all = rates[0];
+        }
     }
-    rates.sort_by(|a, b| b.total_cmp(a));
-    println!(
-        "audit append into SQLite, batches of {BATCH}: best {:.0} records/s, median {:.0} records/s over {ROUNDS} rounds of {RECORDS}",
-        rates[0],
-        rates[rates.len() / 2]
-    );
-    let verdict = if rates[0] >= TARGET_PER_SEC {
+    let verdict = if best_of_all >= TARGET_PER_SEC {
         "PASS"
     } else {
         "FAIL"
     };
     println!(
-        "[{verdict}] audit throughput into SQLite (batched) at least {TARGET_PER_SEC:.0} records/s (best round)"
+        "[{verdict}] audit throughput into SQLite (batched) at least {TARGET_PER_SEC:.0} records/s (best round, batches of {})",
+        BATCHES[0]
     );
 }
