@@ -69,18 +69,20 @@ enum Mode {
     GwHttpHttp,
     GwHttpStdio,
     GwHttpStdioPolicy,
+    GwHttpStdioAudit,
     GwHttpStdioNoAudit,
     GwHttpStdioPolicyRedis,
     DirectStdio,
     GwStdio,
 }
 
-const MODES: [Mode; 9] = [
+const MODES: [Mode; 10] = [
     Mode::Bare,
     Mode::DirectHttp,
     Mode::GwHttpHttp,
     Mode::GwHttpStdio,
     Mode::GwHttpStdioPolicy,
+    Mode::GwHttpStdioAudit,
     Mode::GwHttpStdioNoAudit,
     Mode::GwHttpStdioPolicyRedis,
     Mode::DirectStdio,
@@ -95,7 +97,8 @@ impl Mode {
             Mode::GwHttpHttp => "toolgate HTTP -> HTTP upstream",
             Mode::GwHttpStdio => "toolgate HTTP -> stdio upstream",
             Mode::GwHttpStdioPolicy => "  same, policy + 2 limits",
-            Mode::GwHttpStdioNoAudit => "  same, audit off",
+            Mode::GwHttpStdioAudit => "  same, twin with audit on",
+            Mode::GwHttpStdioNoAudit => "  same, twin with audit off",
             Mode::GwHttpStdioPolicyRedis => "  same, policy + 2 limits in Redis",
             Mode::DirectStdio => "direct stdio",
             Mode::GwStdio => "toolgate stdio -> stdio upstream",
@@ -109,6 +112,7 @@ impl Mode {
             Mode::GwHttpHttp
             | Mode::GwHttpStdio
             | Mode::GwHttpStdioPolicy
+            | Mode::GwHttpStdioAudit
             | Mode::GwHttpStdioNoAudit
             | Mode::GwHttpStdioPolicyRedis => Some(Mode::DirectHttp),
             Mode::GwStdio => Some(Mode::DirectStdio),
@@ -183,7 +187,10 @@ struct Env {
     bare: Server,
     demo_http: Server,
     gateway: Server,
-    /// The same gateway with `[audit] enabled = false`, to measure what the audit costs.
+    /// Twins of the gateway (same servers and grants), one with the audit log and one with
+    /// `[audit] enabled = false`, each serving one mode only: what the audit costs, without
+    /// the main gateway's other sessions in the comparison.
+    gateway_audit: Server,
     gateway_no_audit: Server,
     /// The same gateway with its counters in Redis (a private `redis-server`).
     gateway_redis: Server,
@@ -374,6 +381,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policy_token: _,
         demo_http,
         gateway,
+        gateway_audit,
         gateway_no_audit,
         gateway_redis,
         mut redis,
@@ -385,6 +393,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     direct_stdio.stop().await;
     gw_stdio.stop().await;
     gateway.stop().await;
+    gateway_audit.stop().await;
     gateway_no_audit.stop().await;
     bare.stop().await;
 
@@ -471,9 +480,10 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// A gateway configuration: loopback on a port of the kernel's choice, one grant with an
-/// allow-all policy, limits high enough for the memory test, the given `[servers.*]` tables,
-/// and `extra` tables.
+/// A gateway configuration: loopback on a port of the kernel's choice, a state directory of
+/// its own (gateways sharing one SQLite file would wait on each other's writes), one grant
+/// with an allow-all policy, limits high enough for the memory test, the given `[servers.*]`
+/// tables, and `extra` tables.
 fn write_config(
     dir: &Path,
     name: &str,
@@ -485,7 +495,7 @@ fn write_config(
     let policy = dir.join(format!("{name}.policy.json"));
     std::fs::write(&policy, r#"{"version": "1", "default": "allow"}"#)?;
     let text = format!(
-        "[listen]\nmcp = \"127.0.0.1:0\"\n\n[state]\ndir = \"state\"\n{state}\n[limits]\nsessions_per_grant = 100000\nstreams_per_grant = 100000\n\n{servers}\n[grants.{GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n{extra}",
+        "[listen]\nmcp = \"127.0.0.1:0\"\n\n[state]\ndir = \"state-{name}\"\n{state}\n[limits]\nsessions_per_grant = 100000\nstreams_per_grant = 100000\n\n{servers}\n[grants.{GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n{extra}",
         sha256_hex(token),
         policy.display().to_string()
     );
@@ -550,29 +560,37 @@ async fn setup(
         &dir.join("gateway.log"),
     )
     .await?;
-    let no_audit_cfg = write_config(
-        dir,
-        "gateway-no-audit.toml",
-        &token,
-        &format!(
-            "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
-            demo_http.addr
-        ),
-        "",
-        &format!(
-            "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n\n[audit]\nenabled = false\n",
-            sha256_hex(&policy_token),
-            bench_policy.display().to_string()
-        ),
-    )?;
-    let gateway_no_audit = Server::start(
-        &toolgate,
-        &["serve", "--config", path_str(&no_audit_cfg)?],
-        gw_env,
-        "serving MCP at",
-        &dir.join("gateway-no-audit.log"),
-    )
-    .await?;
+    let mut twins = Vec::new();
+    for (name, enabled) in [("gateway-audit", true), ("gateway-no-audit", false)] {
+        let cfg = write_config(
+            dir,
+            &format!("{name}.toml"),
+            &token,
+            &format!(
+                "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
+                demo_http.addr
+            ),
+            "",
+            &format!(
+                "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n\n[audit]\nenabled = {enabled}\n",
+                sha256_hex(&policy_token),
+                bench_policy.display().to_string()
+            ),
+        )?;
+        twins.push(
+            Server::start(
+                &toolgate,
+                &["serve", "--config", path_str(&cfg)?],
+                gw_env,
+                "serving MCP at",
+                &dir.join(format!("{name}.log")),
+            )
+            .await?,
+        );
+    }
+    let [gateway_audit, gateway_no_audit]: [Server; 2] = twins
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("expected two twin gateways"))?;
     let (redis, redis_url) = start_redis(dir).await?;
     let redis_cfg = write_config(
         dir,
@@ -618,6 +636,7 @@ async fn setup(
         bare,
         demo_http,
         gateway,
+        gateway_audit,
         gateway_no_audit,
         gateway_redis,
         redis,
@@ -716,6 +735,14 @@ async fn open_clients(env: &Env, mode: Mode, c: usize) -> anyhow::Result<Vec<Cli
                 )
                 .await?,
             ),
+            Mode::GwHttpStdioAudit => Client::Http(
+                http::Session::open(
+                    env.gateway_audit.addr,
+                    STDIO_UPSTREAM_PATH,
+                    Some(&env.token),
+                )
+                .await?,
+            ),
             Mode::GwHttpStdioNoAudit => Client::Http(
                 http::Session::open(
                     env.gateway_no_audit.addr,
@@ -749,6 +776,10 @@ fn processes(env: &Env, mode: Mode) -> (Option<u32>, Vec<u32>) {
         Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
             (Some(env.gateway.pid), procs::children(env.gateway.pid))
         }
+        Mode::GwHttpStdioAudit => (
+            Some(env.gateway_audit.pid),
+            procs::children(env.gateway_audit.pid),
+        ),
         Mode::GwHttpStdioNoAudit => (
             Some(env.gateway_no_audit.pid),
             procs::children(env.gateway_no_audit.pid),
@@ -1067,7 +1098,7 @@ fn report(
 
     let _ = writeln!(
         o,
-        "\n== audit on vs off (same relay: HTTP -> stdio), per round, median [min-max] =="
+        "\n== audit on vs off (twin gateways, HTTP -> stdio), per round, median [min-max] =="
     );
     let _ = writeln!(
         o,
@@ -1076,7 +1107,7 @@ fn report(
     );
     for &c in levels {
         let (Some(on), Some(off)) = (
-            cell(c, Mode::GwHttpStdio),
+            cell(c, Mode::GwHttpStdioAudit),
             cell(c, Mode::GwHttpStdioNoAudit),
         ) else {
             continue;

@@ -303,5 +303,51 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].tool.as_deref(), Some("exec"));
+        // Every field comes back as it went in.
+        let full = full_record();
+        sink.append(std::slice::from_ref(&full)).await.unwrap();
+        let mut back = sink
+            .query(&AuditFilter {
+                limit: 1,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        back.uid = full.uid.clone();
+        assert_eq!(
+            back,
+            AuditRecord {
+                id: back.id,
+                ..full
+            }
+        );
+    }
+
+    /// A record with every field set, odd characters included.
+    pub(crate) fn full_record() -> AuditRecord {
+        AuditRecord {
+            id: 0,
+            uid: Some("u1".into()),
+            at_ms: 9_000,
+            kind: "call".into(),
+            decision: "approval_denied".into(),
+            request_id: Some("\"7\"".into()),
+            grant: Some("carol".into()),
+            session: Some("s-1".into()),
+            server: Some("ssh".into()),
+            method: Some("tools/call".into()),
+            tool: Some("ssh_exec".into()),
+            rule: Some("/tools/ssh_exec/approve".into()),
+            message: Some("refused by dave: \"no\" \u{1F6AB}\n".into()),
+            policy_version: Some("sha256:0123".into()),
+            arg_keys: vec!["command".into(), "host".into()],
+            args_sha256: Some("cd".repeat(32)),
+            args: Some(serde_json::json!({"command": "uptime", "password": "[redacted]"})),
+            upstream_status: Some("error -32000".into()),
+            latency_us: Some(42),
+            is_error: Some(true),
+            detail: Some(serde_json::json!({"approval": "a1", "nested": [1, null]})),
+        }
     }
 }

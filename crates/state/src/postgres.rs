@@ -16,8 +16,8 @@ use crate::counters::{BoxFuture, StoreError};
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, bind_audit_filter, encode,
-    pin_record, stored_grant,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
+    bind_audit_filter, encode, pin_record, stored_grant,
 };
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
@@ -485,8 +485,7 @@ impl AuditSink for PostgresState {
                     ));
                     let mut query = sqlx::query(sql);
                     for r in chunk {
-                        let text = serde_json::to_string(r)
-                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                        let text = audit_row_text(r)?;
                         query = query
                             .bind(r.uid.as_deref())
                             .bind(r.at_ms as i64)

@@ -73,15 +73,127 @@ pub(crate) fn encode(a: &Approval) -> Result<String, sqlx::Error> {
     serde_json::to_string(a).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// An audit record as stored (JSON), with the id the store gave it.
-pub(crate) fn audit_record(id: i64, text: &str) -> Result<AuditRecord, StoreError> {
-    let mut record: AuditRecord = serde_json::from_str(text)
-        .map_err(|e| StoreError::Unavailable(format!("audit record {id}: {e}")))?;
-    record.id = id;
-    Ok(record)
+/// The columns [`audit_records`] reads, in order.
+const AUDIT_COLUMNS: &str = "id, at_ms, grant_name, tool, decision, record";
+
+/// Format tag of [`AuditRow`]: the first element of the stored array.
+const AUDIT_ROW_V1: u8 = 1;
+
+/// What an audit row stores as text beside its columns (`id`, `at_ms`, `grant_name`, `tool`,
+/// `decision`): the rest of the record as a JSON array by position. Half the size of the
+/// record as a JSON object, and what SQLite spends on a record grows with its bytes (the WAL
+/// and the checkpoint each write it once). Rows written before hold the whole record as an
+/// object and still read.
+#[derive(serde::Serialize)]
+struct AuditRow<'a>(
+    u8,
+    &'a str,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a Option<String>,
+    &'a [String],
+    &'a Option<String>,
+    &'a Option<serde_json::Value>,
+    &'a Option<String>,
+    Option<u64>,
+    Option<bool>,
+    &'a Option<serde_json::Value>,
+);
+
+/// [`AuditRow`] read back.
+#[derive(serde::Deserialize)]
+struct AuditRowIn(
+    u8,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+    Option<String>,
+    Option<serde_json::Value>,
+    Option<String>,
+    Option<u64>,
+    Option<bool>,
+    Option<serde_json::Value>,
+);
+
+/// The text column of an audit record's row.
+pub(crate) fn audit_row_text(r: &AuditRecord) -> Result<String, sqlx::Error> {
+    serde_json::to_string(&AuditRow(
+        AUDIT_ROW_V1,
+        &r.kind,
+        &r.request_id,
+        &r.session,
+        &r.server,
+        &r.method,
+        &r.rule,
+        &r.message,
+        &r.policy_version,
+        &r.arg_keys,
+        &r.args_sha256,
+        &r.args,
+        &r.upstream_status,
+        r.latency_us,
+        r.is_error,
+        &r.detail,
+    ))
+    .map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// The records of an audit query's rows, oldest first.
+/// An audit record from its row's columns and text (either encoding).
+fn audit_record(
+    id: i64,
+    columns: (i64, Option<String>, Option<String>, String),
+    text: &str,
+) -> Result<AuditRecord, StoreError> {
+    let bad = |e: serde_json::Error| StoreError::Unavailable(format!("audit record {id}: {e}"));
+    if !text.starts_with('[') {
+        let mut record: AuditRecord = serde_json::from_str(text).map_err(bad)?;
+        record.id = id;
+        return Ok(record);
+    }
+    let row: AuditRowIn = serde_json::from_str(text).map_err(bad)?;
+    if row.0 != AUDIT_ROW_V1 {
+        return Err(StoreError::Unavailable(format!(
+            "audit record {id}: unknown row format {} (written by a newer toolgate?)",
+            row.0
+        )));
+    }
+    let (at_ms, grant, tool, decision) = columns;
+    Ok(AuditRecord {
+        id,
+        uid: None,
+        at_ms: at_ms.max(0) as u64,
+        kind: row.1,
+        decision,
+        request_id: row.2,
+        grant,
+        session: row.3,
+        server: row.4,
+        method: row.5,
+        tool,
+        rule: row.6,
+        message: row.7,
+        policy_version: row.8,
+        arg_keys: row.9,
+        args_sha256: row.10,
+        args: row.11,
+        upstream_status: row.12,
+        latency_us: row.13,
+        is_error: row.14,
+        detail: row.15,
+    })
+}
+
+/// The records of an audit query's rows ([`AUDIT_COLUMNS`]), oldest first.
 pub(crate) fn audit_records<R>(
     rows: &[R],
     filter: &AuditFilter,
@@ -93,13 +205,15 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
 {
     let decode = |row: &R| {
-        let id: i64 = row
-            .try_get(0)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let text: String = row
-            .try_get(1)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        audit_record(id, &text)
+        let get = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
+        let columns = (
+            row.try_get::<i64, _>(1).map_err(get)?,
+            row.try_get::<Option<String>, _>(2).map_err(get)?,
+            row.try_get::<Option<String>, _>(3).map_err(get)?,
+            row.try_get::<String, _>(4).map_err(get)?,
+        );
+        let text: String = row.try_get(5).map_err(get)?;
+        audit_record(row.try_get(0).map_err(get)?, columns, &text)
     };
     // Without `after_id` the query took the newest, newest first.
     match filter.after_id {
@@ -108,7 +222,7 @@ where
     }
 }
 
-/// The query for a filter: `SELECT id, record ... ORDER BY id DESC LIMIT` (the newest), or
+/// The query for a filter: `SELECT <AUDIT_COLUMNS> ... ORDER BY id DESC LIMIT` (the newest), or
 /// with `after_id`, `ORDER BY id ASC` (the first after it, so that a follower never skips),
 /// with the database's placeholder for parameter `n` (1-based). Bind, in order: grant, tool, decision
 /// (those that are set), since, after, then the limit ([`bind_audit_filter`]).
@@ -135,7 +249,7 @@ pub(crate) fn audit_query(filter: &AuditFilter, placeholder: fn(usize) -> String
         "DESC"
     };
     format!(
-        "SELECT id, record FROM audit {clause} ORDER BY id {order} LIMIT {}",
+        "SELECT {AUDIT_COLUMNS} FROM audit {clause} ORDER BY id {order} LIMIT {}",
         placeholder(conditions.len() + 1)
     )
 }

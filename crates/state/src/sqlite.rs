@@ -21,8 +21,8 @@ use crate::counters::{
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, bind_audit_filter, encode,
-    pin_record, stored_grant,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
+    bind_audit_filter, encode, pin_record, stored_grant,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
@@ -669,8 +669,7 @@ impl AuditSink for SqliteState {
                     ));
                     let mut query = sqlx::query(sql);
                     for r in chunk {
-                        let text = serde_json::to_string(r)
-                            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                        let text = audit_row_text(r)?;
                         query = query
                             .bind(r.at_ms as i64)
                             .bind(r.grant.as_deref())
@@ -925,6 +924,54 @@ mod tests {
             .await
             .unwrap();
         crate::audit::tests::contract(&store).await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn audit_rows_written_as_json_objects_by_earlier_versions_still_read() {
+        let dir = std::env::temp_dir().join(format!("toolgate-audit-{}", new_reservation_id()));
+        let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let old = AuditRecord {
+            id: 0,
+            ..crate::audit::tests::full_record()
+        };
+        sqlx::query(
+            "INSERT INTO audit (at_ms, grant_name, tool, decision, record) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(old.at_ms as i64)
+        .bind(old.grant.as_deref())
+        .bind(old.tool.as_deref())
+        .bind(old.decision.as_str())
+        .bind(serde_json::to_string(&old).unwrap())
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.append(std::slice::from_ref(&old)).await.unwrap();
+        let rows = store
+            .query(&AuditFilter {
+                limit: 10,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in rows {
+            assert_eq!(
+                AuditRecord {
+                    id: 0,
+                    uid: old.uid.clone(),
+                    ..row
+                },
+                old
+            );
+        }
+        let text: String = sqlx::query_scalar("SELECT record FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(text.starts_with("[1,\"call\""), "{text}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
