@@ -684,12 +684,19 @@ async def test_policy_explain_decides_as_the_gateway_does_with_the_counters_real
     async with connect(gw) as alice:
         for i in range(2):
             assert_passed(await alice.call_tool("list_files", {"path": f"/{i}"}), "ssh", "list_files", {"path": f"/{i}"})
-        [counter] = explain("list_files")["counters"]
+        answer = explain("list_files")
+        [counter] = answer["counters"]
         assert (counter["used"], counter["would_exceed"]) == (2, False), counter
+        assert answer["decision"] == "allowed", answer
         for i in range(3):
             assert not (await alice.call_tool("list_files", {"path": "/more"})).is_error
-        [counter] = explain("list_files")["counters"]
+        answer = explain("list_files")
+        [counter] = answer["counters"]
         assert (counter["used"], counter["would_exceed"]) == (5, True), counter
+        # The policy allows the call, but the full counter refuses it: explain says what the
+        # gateway says.
+        assert (answer["decision"], answer["rule"]) == ("limited", "/tools/list_files/limits/0"), answer
+        assert answer["message"].startswith("rate limit `"), answer
         assert_denied(await alice.call_tool("list_files", {"path": "/over"}), "limited", "/tools/list_files/limits/0")
     assert len(log.entries("list_files")) == 5
     # Explaining takes nothing.

@@ -537,20 +537,23 @@ async fn setup(
     )
     .await?;
     let demo_cmd = format!("{:?}", demo.display().to_string());
+    // The main gateway and its audit twins: both upstreams, both grants.
+    let both_servers = format!(
+        "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
+        demo_http.addr
+    );
+    let policy_grant = format!(
+        "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n",
+        sha256_hex(&policy_token),
+        bench_policy.display().to_string()
+    );
     let gw_cfg = write_config(
         dir,
         "gateway.toml",
         &token,
-        &format!(
-            "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
-            demo_http.addr
-        ),
+        &both_servers,
         "",
-        &format!(
-            "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n",
-            sha256_hex(&policy_token),
-            bench_policy.display().to_string()
-        ),
+        &policy_grant,
     )?;
     let gateway = Server::start(
         &toolgate,
@@ -566,16 +569,9 @@ async fn setup(
             dir,
             &format!("{name}.toml"),
             &token,
-            &format!(
-                "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
-                demo_http.addr
-            ),
+            &both_servers,
             "",
-            &format!(
-                "\n[grants.{POLICY_GRANT}]\ntoken_sha256 = \"{}\"\npolicy = {:?}\n\n[audit]\nenabled = {enabled}\n",
-                sha256_hex(&policy_token),
-                bench_policy.display().to_string()
-            ),
+            &format!("{policy_grant}\n[audit]\nenabled = {enabled}\n"),
         )?;
         twins.push(
             Server::start(

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use toolgate_policy::{Approval, Call, CounterRequest, Decision, Policy, Verdict, limit_message};
 use toolgate_state::{
     Approval as PendingApproval, ApprovalStatus, ApprovalStore, AuditRecord, CounterSpec,
-    CounterStore, Reservation, Reserve,
+    CounterStore, Reservation, Reserve, Usage,
 };
 use toolgate_wire::raw;
 
@@ -218,6 +218,16 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a call refused by a full counter is told: the limit and when it resets, after the
+/// policy's own `on_deny` text if it has one.
+pub fn limited_message(req: &CounterRequest, usage: Usage, now_ms: u64) -> String {
+    let message = limit_message(req, usage.reset_at_ms, now_ms);
+    match &req.on_deny {
+        Some(custom) => format!("{custom} ({message})"),
+        None => message,
+    }
 }
 
 /// Counter specs for a decision's counters at `now`.
@@ -545,11 +555,11 @@ impl Guard {
             }
             Ok(Ok(Reserve::Exceeded { index, usage })) => {
                 let req = &pass.decision.counters[index];
-                let mut message = limit_message(req, usage.reset_at_ms, now);
-                if let Some(custom) = &req.on_deny {
-                    message = format!("{custom} ({message})");
-                }
-                return Err(refuse("limited", &req.rule, message));
+                return Err(refuse(
+                    "limited",
+                    &req.rule,
+                    limited_message(req, usage, now),
+                ));
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!(

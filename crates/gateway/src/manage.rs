@@ -10,7 +10,7 @@ use toolgate_state::{AuditRecord, GrantChange, StoreError, StoredGrant};
 
 use crate::config::{Config, CounterBackend};
 use crate::grant::{new_token, token_digest};
-use crate::guard::{counter_specs, load_policy, now_ms};
+use crate::guard::{counter_specs, limited_message, load_policy, now_ms};
 use crate::stores::Stores;
 
 /// Why a grant change was refused.
@@ -292,6 +292,21 @@ pub async fn explain(
     let now = now_ms();
     let specs = counter_specs(&decision.counters, now);
     let usage = stores.counters.usage(&specs, now).await?;
+    // A call the policy allows is refused when one of its counters is full: say so, as the
+    // gateway would.
+    let full = decision
+        .counters
+        .iter()
+        .zip(&usage)
+        .find(|(c, u)| u.used + c.amount > c.max);
+    let (verdict, rule, message) = match (&decision.verdict, full) {
+        (Verdict::Allow, Some((c, u))) => ("limited", &*c.rule, limited_message(c, *u, now)),
+        (verdict, _) => (
+            verdict.as_str(),
+            decision.rule.as_str(),
+            decision.message.clone(),
+        ),
+    };
     let counters: Vec<Value> = decision
         .counters
         .iter()
@@ -306,9 +321,9 @@ pub async fn explain(
         })
         .collect();
     Ok(json!({
-        "decision": decision.verdict.as_str(),
-        "rule": decision.rule,
-        "message": decision.message,
+        "decision": verdict,
+        "rule": rule,
+        "message": message,
         "approval": match &decision.verdict {
             Verdict::Approve(a) => json!({"timeout_ms": a.timeout_ms, "approvers": a.approvers}),
             _ => Value::Null,

@@ -1012,10 +1012,6 @@
       el("span", { class: `pb-verdict pb-verdict-${d.decision}`, "data-decision": d.decision, text: d.decision }),
       d.rule ? [" by ", el("code", { text: d.rule })] : null,
       d.message ? [": ", el("span", { class: "pb-message", text: d.message })] : null)];
-    const over = (d.counters || []).filter((c) => c.would_exceed);
-    if (over.length && d.decision === "allowed") {
-      parts.push(el("p", { class: "error pb-limited", text: `But a rate limit is reached now: the call would be refused (limited by ${over.map((c) => c.counter).join(", ")}).` }));
-    }
     if ((d.fired || []).length) {
       parts.push(el("h3", { text: "Rules that fired" }),
         el("ul", {}, ...d.fired.map((f) => el("li", {}, el("code", { text: f.rule }), ` ${f.effect}`))));

@@ -409,6 +409,13 @@ mod tests {
         assert_eq!((usage[0].used, usage[1].used), (10, 10));
     }
 
+    /// What a restarted Redis (or `SCRIPT FLUSH`) does: forget every script.
+    async fn flush_scripts(store: &RedisState) {
+        let mut flush = Cmd::new("SCRIPT");
+        flush.arg("FLUSH");
+        store.client.query(&flush).await.unwrap().ok().unwrap();
+    }
+
     #[tokio::test]
     async fn the_scripts_are_sent_again_when_redis_lost_them() {
         let store = store().await;
@@ -419,23 +426,11 @@ mod tests {
             Reserve::Granted(_)
         ));
         // A restarted Redis (or SCRIPT FLUSH) forgets the scripts: the next call loads them.
-        store
-            .client
-            .query(Cmd::new("SCRIPT").arg("FLUSH"))
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
+        flush_scripts(&store).await;
         let Reserve::Granted(r) = store.reserve(&specs, now).await.unwrap() else {
             panic!("not granted")
         };
-        store
-            .client
-            .query(Cmd::new("SCRIPT").arg("FLUSH"))
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
+        flush_scripts(&store).await;
         store.rollback(r).await.unwrap();
         assert_eq!(store.usage(&specs, now).await.unwrap()[0].used, 1);
     }
