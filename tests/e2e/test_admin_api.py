@@ -1269,5 +1269,9 @@ def test_credentials_and_host_are_checked_before_the_query_string(gateway_factor
         assert plain.status_code == 401, f"GET {url} without credentials: {plain.status_code} {plain.text}"
         foreign = httpx.get(api.base + url, headers={"Host": "evil.example"}, timeout=10)
         assert foreign.status_code == 421, f"GET {url} for Host evil.example: {foreign.status_code} {foreign.text}"
-        # With credentials, a bad query is a 400.
-        assert api.get(url).status_code == 400, url
+        # With credentials, a bad query is a 400 that says what is wrong, in JSON like every
+        # other error of the API.
+        bad = api.get(url)
+        assert bad.status_code == 400, url
+        assert bad.headers["content-type"].startswith("application/json"), (url, bad.headers)
+        assert bad.json()["error"], (url, bad.text)

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use toolgate_gateway::guard::now_ms;
 use toolgate_policy::{parse_duration, utc_rfc3339};
 use toolgate_state::{AuditFilter, AuditRecord};
 
-use crate::{Shared, Viewer, error, inventory, reply, unavailable};
+use crate::{Params, Shared, Viewer, error, inventory, reply, unavailable};
 
 /// How often the live feed looks for new records.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -79,7 +79,7 @@ fn record_json(r: &AuditRecord) -> Value {
 pub(crate) async fn audit(
     State(state): Shared,
     _: Viewer,
-    Query(query): Query<AuditQuery>,
+    Params(query): Params<AuditQuery>,
 ) -> Response {
     let filter = match query.filter() {
         Ok(f) => f,
@@ -100,7 +100,7 @@ pub(crate) async fn stream(
     State(state): Shared,
     _: Viewer,
     headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
+    Params(query): Params<AuditQuery>,
 ) -> Response {
     let mut filter = match query.filter() {
         Ok(f) => f,

@@ -1,14 +1,14 @@
 //! The approvals queue: calls held for a human, and their decisions.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use toolgate_gateway::audit::approval_decision;
 use toolgate_gateway::guard::now_ms;
 
-use crate::{AdminOnly, Authorized, Shared, Viewer, body, error, reply, unavailable};
+use crate::{AdminOnly, Authorized, Params, Shared, Viewer, body, error, reply, unavailable};
 
 #[derive(serde::Deserialize)]
 pub(crate) struct ListQuery {
@@ -19,7 +19,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): Shared,
     _: Viewer,
-    Query(query): Query<ListQuery>,
+    Params(query): Params<ListQuery>,
 ) -> Response {
     match state
         .gateway

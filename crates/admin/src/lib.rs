@@ -262,6 +262,24 @@ impl<const R: u8> axum::extract::FromRequestParts<Arc<Admin>> for Authorized<R> 
     }
 }
 
+/// A query string, or a JSON 400 saying what is wrong with it (axum's own `Query` answers in
+/// plain text, unlike the rest of the API).
+pub(crate) struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(params)| Params(params))
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()))
+    }
+}
+
 fn role_name(role: AdminRole) -> &'static str {
     match role {
         AdminRole::Viewer => "viewer",

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -19,8 +19,8 @@ use toolgate_policy::PolicyError;
 use toolgate_state::AuditRecord;
 
 use crate::{
-    Admin, Authorized, PolicyManager, Shared, Viewer, audit_admin, body, error, inventory, reply,
-    unavailable,
+    Admin, Authorized, Params, PolicyManager, Shared, Viewer, audit_admin, body, error, inventory,
+    reply, unavailable,
 };
 
 /// `toolgate check`'s diagnostics as JSON: each with its `text` as the command prints it
@@ -106,7 +106,11 @@ pub(crate) struct GrantQuery {
     grant: String,
 }
 
-pub(crate) async fn show(State(state): Shared, _: Viewer, Query(q): Query<GrantQuery>) -> Response {
+pub(crate) async fn show(
+    State(state): Shared,
+    _: Viewer,
+    Params(q): Params<GrantQuery>,
+) -> Response {
     let (path, text) = match text_of(&state, &q.grant) {
         Ok(found) => found,
         Err(r) => return r,
