@@ -423,6 +423,8 @@ struct Link {
     /// The reading turn: its holder reads replies and hands them out in order.
     reader: tokio::sync::Mutex<Reader>,
     queue: Mutex<Queue>,
+    /// When a command last went out, to look for a connection closed while idle.
+    last_used: Mutex<Instant>,
 }
 
 struct Reader {
@@ -449,6 +451,35 @@ impl Link {
                 buf: Vec::with_capacity(4096),
             }),
             queue: Mutex::new(Queue::default()),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Whether Redis closed the connection while nothing was asked (its `timeout` setting, a
+    /// restart): then the next command would only find out after sending, and fail. Looked at
+    /// only after `IDLE_CHECK_AFTER` without commands, and only when no command is in flight,
+    /// so that whatever can be read is not a reply.
+    fn closed_while_idle(&self) -> bool {
+        let idle = self
+            .last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        if idle < IDLE_CHECK_AFTER {
+            return false;
+        }
+        // Holding the writer keeps new commands out while we look.
+        let (Ok(_writer), Ok(reader)) = (self.writer.try_lock(), self.reader.try_lock()) else {
+            return false;
+        };
+        if !self.queue().waiting.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match reader.half.try_read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            // End of stream, an error, or bytes nobody asked for.
+            _ => true,
         }
     }
 
@@ -489,6 +520,7 @@ impl Link {
                 queue.next_seq += 1;
                 queue.waiting.push_back((seq, tx));
             }
+            *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             // A write cut short (the caller gave up) leaves half a command on the wire.
             let unfinished = FailOnDrop(Some(self));
             if let Err(e) = writer.write_all(bytes).await {
@@ -586,6 +618,8 @@ pub struct Client {
 
 /// How long a failed connect is remembered before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// How long a connection is idle before it is checked for having been closed.
+const IDLE_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 impl Client {
     /// A client of `url`; nothing is connected yet.
@@ -610,9 +644,12 @@ impl Client {
 
     fn current(&self) -> Option<Arc<Link>> {
         let link = self.link.lock().unwrap_or_else(|e| e.into_inner());
-        link.as_ref()
-            .filter(|l| l.queue().broken.is_none())
-            .cloned()
+        let link = link.as_ref().filter(|l| l.queue().broken.is_none())?;
+        if link.closed_while_idle() {
+            link.fail(RespError::Io("redis closed the idle connection".into()));
+            return None;
+        }
+        Some(link.clone())
     }
 
     async fn link(&self) -> Result<Arc<Link>, RespError> {
@@ -850,6 +887,34 @@ mod tests {
         assert_eq!(
             client.query(&Cmd::new("INCR")).await.unwrap(),
             Value::Int(7)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_before_the_next_command() {
+        let url = fake_redis(|n, mut stream| async move {
+            let mut buf = Vec::new();
+            let _ = read_value(&mut stream, &mut buf).await;
+            stream
+                .write_all(format!(":{n}\r\n").as_bytes())
+                .await
+                .unwrap();
+            if n > 0 {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            // The first connection closes after its answer, as Redis's `timeout` would.
+        })
+        .await;
+        let client = Client::new(url, Duration::from_secs(5));
+        assert_eq!(
+            client.query(&Cmd::new("INCR")).await.unwrap(),
+            Value::Int(0)
+        );
+        tokio::time::sleep(IDLE_CHECK_AFTER + Duration::from_millis(100)).await;
+        // Not an error: the closed connection is seen before the command goes out.
+        assert_eq!(
+            client.query(&Cmd::new("INCR")).await.unwrap(),
+            Value::Int(1)
         );
     }
 
