@@ -80,33 +80,11 @@ const AUDIT_COLUMNS: &str = "id, at_ms, grant_name, tool, decision, record";
 const AUDIT_ROW_V1: u8 = 1;
 
 /// What an audit row stores as text beside its columns (`id`, `at_ms`, `grant_name`, `tool`,
-/// `decision`): the rest of the record as a JSON array by position. Half the size of the
-/// record as a JSON object, and what SQLite spends on a record grows with its bytes (the WAL
-/// and the checkpoint each write it once). Rows written before hold the whole record as an
-/// object and still read.
-#[derive(serde::Serialize)]
-struct AuditRow<'a>(
-    u8,
-    &'a str,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a Option<String>,
-    &'a [String],
-    &'a Option<String>,
-    &'a Option<serde_json::Value>,
-    &'a Option<String>,
-    Option<u64>,
-    Option<bool>,
-    &'a Option<serde_json::Value>,
-);
-
-/// [`AuditRow`] read back.
-#[derive(serde::Deserialize)]
-struct AuditRowIn(
+/// `decision`): the rest of the record as a JSON array by position, [`AUDIT_ROW_V1`] first,
+/// in the order of [`audit_row_text`]. Half the size of the record as a JSON object, and what
+/// SQLite spends on a record grows with its bytes (the WAL and the checkpoint each write it
+/// once). Rows written before hold the whole record as an object and still read.
+type AuditRow = (
     u8,
     String,
     Option<String>,
@@ -127,7 +105,7 @@ struct AuditRowIn(
 
 /// The text column of an audit record's row.
 pub(crate) fn audit_row_text(r: &AuditRecord) -> Result<String, sqlx::Error> {
-    serde_json::to_string(&AuditRow(
+    serde_json::to_string(&(
         AUDIT_ROW_V1,
         &r.kind,
         &r.request_id,
@@ -160,7 +138,7 @@ fn audit_record(
         record.id = id;
         return Ok(record);
     }
-    let row: AuditRowIn = serde_json::from_str(text).map_err(bad)?;
+    let row: AuditRow = serde_json::from_str(text).map_err(bad)?;
     if row.0 != AUDIT_ROW_V1 {
         return Err(StoreError::Unavailable(format!(
             "audit record {id}: unknown row format {} (written by a newer toolgate?)",

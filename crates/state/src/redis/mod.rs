@@ -169,13 +169,13 @@ impl RedisState {
     async fn eval(
         &self,
         script: &Script,
-        keys: &[String],
+        keys: &[&str],
         args: impl Fn(&mut Cmd),
     ) -> Result<Value, StoreError> {
         let invoke = |name: &str, body: &str| {
             let mut cmd = Cmd::new(name);
             cmd.arg(body).arg(keys.len());
-            for key in keys {
+            for &key in keys {
                 cmd.arg(key);
             }
             args(&mut cmd);
@@ -196,14 +196,16 @@ impl RedisState {
         answer.ok().map_err(unavailable)
     }
 
+    /// Runs the counter script on `specs`, whose Redis keys are `keys`.
     async fn run(
         &self,
         mode: &str,
         specs: &[CounterSpec],
+        keys: &[String],
         now_ms: u64,
         id: i64,
     ) -> Result<Vec<i64>, StoreError> {
-        let keys: Vec<String> = specs.iter().map(|s| self.key(s)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.eval(&self.reserve, &keys, |cmd| {
             cmd.arg(mode).arg(now_ms).arg(id);
             for spec in specs {
@@ -263,7 +265,7 @@ async fn subscribe(
     on_message: &impl Fn(&str),
 ) -> Result<(), RespError> {
     use tokio::io::AsyncWriteExt;
-    let mut stream = resp::connect(client.url(), client.timeout()).await?;
+    let mut stream = client.dedicated_connection().await?;
     let mut cmd = Cmd::new("SUBSCRIBE");
     cmd.arg(channel);
     stream
@@ -291,15 +293,17 @@ impl CounterStore for RedisState {
     ) -> BoxFuture<'a, Result<Reserve, StoreError>> {
         Box::pin(async move {
             let id = new_reservation_id();
-            let answer = self.run("take", specs, now_ms, id).await?;
+            let keys: Vec<String> = specs.iter().map(|s| self.key(s)).collect();
+            let answer = self.run("take", specs, &keys, now_ms, id).await?;
             match answer[..] {
                 [0] => Ok(Reserve::Granted(Reservation {
                     id,
                     taken: specs
                         .iter()
-                        .map(|s| {
+                        .zip(keys)
+                        .map(|(s, key)| {
                             let at = if s.sliding { now_ms } else { s.window_start_ms };
-                            (self.key(s), at, s.amount, s.sliding)
+                            (key, at, s.amount, s.sliding)
                         })
                         .collect(),
                 })),
@@ -326,7 +330,7 @@ impl CounterStore for RedisState {
 
     fn rollback(&self, reservation: Reservation) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let keys: Vec<String> = reservation.taken.iter().map(|t| t.0.clone()).collect();
+            let keys: Vec<&str> = reservation.taken.iter().map(|t| t.0.as_str()).collect();
             self.eval(&self.rollback, &keys, |cmd| {
                 cmd.arg(reservation.id);
                 for (_, _, amount, sliding) in &reservation.taken {
@@ -344,7 +348,8 @@ impl CounterStore for RedisState {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Vec<Usage>, StoreError>> {
         Box::pin(async move {
-            let answer = self.run("peek", specs, now_ms, 0).await?;
+            let keys: Vec<String> = specs.iter().map(|s| self.key(s)).collect();
+            let answer = self.run("peek", specs, &keys, now_ms, 0).await?;
             if answer.len() != specs.len() * 2 {
                 return Err(StoreError::Unavailable(format!(
                     "redis: unexpected answer from the counter script: {answer:?}"

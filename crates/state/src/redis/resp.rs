@@ -359,7 +359,7 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Opens a connection, authenticates and selects the database: the plain, unpipelined
 /// start of every connection (also the subscriber's).
-pub async fn connect(url: &RedisUrl, timeout: Duration) -> Result<TcpStream, RespError> {
+async fn connect(url: &RedisUrl, timeout: Duration) -> Result<TcpStream, RespError> {
     let io =
         |what: &str, e: &dyn std::fmt::Display| RespError::Io(format!("{what} {}: {e}", url.addr));
     let start = async {
@@ -637,9 +637,9 @@ impl Client {
         &self.url
     }
 
-    /// The command timeout.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
+    /// A connection of its own, outside the pipeline (a subscription holds its connection).
+    pub async fn dedicated_connection(&self) -> Result<TcpStream, RespError> {
+        connect(&self.url, self.timeout).await
     }
 
     fn current(&self) -> Option<Arc<Link>> {
