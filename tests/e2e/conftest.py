@@ -126,10 +126,11 @@ class Gateway:
         policy: dict | str | None = ALLOW_ALL,
         bob_policy: dict | str | None = ALLOW_ALL,
         state: str = "",
+        threads: int | None = None,
     ) -> None:
         """`top` holds top-level keys (before any table), `extra` tables after the grants;
         `policy`/`bob_policy` are the grants' policies (allow-all by default), `state` extra
-        `[state]` keys."""
+        `[state]` keys; `threads` the worker threads (`--threads`; one by default)."""
         require(TOOLGATE, "run `cargo build` first")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
@@ -151,7 +152,11 @@ class Gateway:
             [str(TOOLGATE), "serve", "--config", str(self.config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TOOLGATE_LOG": os.environ.get("TOOLGATE_LOG", "info")},
+            env={
+                **os.environ,
+                "TOOLGATE_LOG": os.environ.get("TOOLGATE_LOG", "info"),
+                **({"TOOLGATE_THREADS": str(threads)} if threads is not None else {}),
+            },
         )
         try:
             wait_for_port(self.port, self.proc)

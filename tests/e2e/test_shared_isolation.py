@@ -143,8 +143,11 @@ def demo_plan(label: str, i: int):
     return body, check
 
 
-def test_two_clients_on_a_shared_demo_server_see_only_their_own_responses_and_progress(gateway_factory):
-    gw = gateway_factory(server_stdio("demo", str(DEMO_SERVER), [], isolation='"shared"'))
+# One worker thread is the default; two run the relay's tasks in parallel, where a race
+# between the sessions would show.
+@pytest.mark.parametrize("threads", [1, 2])
+def test_two_clients_on_a_shared_demo_server_see_only_their_own_responses_and_progress(gateway_factory, threads):
+    gw = gateway_factory(server_stdio("demo", str(DEMO_SERVER), [], isolation='"shared"'), threads=threads)
     run_two_clients(gw, demo_plan)
     # and again, now that both sessions have history on the same child
     run_two_clients(gw, demo_plan)

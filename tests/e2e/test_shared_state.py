@@ -217,7 +217,11 @@ async def test_a_limit_of_three_a_minute_lets_exactly_three_of_ten_calls_through
     log = CallLog(tmp_path / "calls.jsonl")
     state = shared_services.fresh_state()
     a = gateway_factory(policy_server("ssh", log), policy=THREE_A_MINUTE, bob_policy=THREE_A_MINUTE, state=state)
-    b = gateway_factory(policy_server("ssh", log), policy=THREE_A_MINUTE, bob_policy=THREE_A_MINUTE, state=state)
+    # The second instance runs two worker threads (the first the default one): the Redis
+    # client's callers then race on its connection in parallel, not only in turn.
+    b = gateway_factory(
+        policy_server("ssh", log), policy=THREE_A_MINUTE, bob_policy=THREE_A_MINUTE, state=state, threads=2
+    )
     v = version_of(a)
     results: dict[int, object] = {}
     async with connect(a) as alice_on_a, connect(b, token=OTHER_TOKEN) as bob_on_b:

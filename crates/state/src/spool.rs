@@ -98,7 +98,13 @@ impl SpooledAudit {
     }
 
     /// Writes a batch to a new spool file, durably (written, synced, then renamed in).
-    fn spill(&self, records: &[AuditRecord], files: &[(PathBuf, u64)]) -> Result<(), StoreError> {
+    /// The file is written on the blocking pool: a sync to disk takes milliseconds, which
+    /// would stall every call on a gateway serving on one thread.
+    async fn spill(
+        &self,
+        records: &[AuditRecord],
+        files: &[(PathBuf, u64)],
+    ) -> Result<(), StoreError> {
         let mut text = String::new();
         for r in records {
             let line = serde_json::to_string(r)
@@ -130,15 +136,19 @@ impl SpooledAudit {
         );
         let path = self.dir.join(format!("audit-{tag}.jsonl"));
         let temp = self.dir.join(format!(".audit-{tag}.tmp"));
-        let write = || -> std::io::Result<()> {
+        let (dir, shown) = (self.dir.clone(), path.clone());
+        let write = move || -> std::io::Result<()> {
             use std::io::Write;
             let mut file = std::fs::File::create(&temp)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&temp, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
+            std::fs::File::open(&dir)?.sync_all()
         };
-        write().map_err(|e| io("cannot write", &path, e))
+        tokio::task::spawn_blocking(write)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| io("cannot write", &shown, e))
     }
 
     /// Moves spooled batches into the database, oldest first, until one fails. A file is
@@ -210,7 +220,7 @@ impl AuditSink for SpooledAudit {
                 }
             }
             // Behind older spooled records, or the database failed: keep the order.
-            self.spill(records, &files)
+            self.spill(records, &files).await
         })
     }
 

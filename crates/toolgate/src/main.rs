@@ -26,8 +26,9 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
-    /// Threads serving requests: 1 runs everything on one thread, 0 uses one per core.
-    #[arg(long, global = true, default_value_t = 0, env = "TOOLGATE_THREADS")]
+    /// Threads serving requests. 1, the default, runs them on one thread (the cheapest per
+    /// call: a second worker mostly adds wake-ups); N uses N; 0 uses one per core.
+    #[arg(long, global = true, default_value_t = 1, env = "TOOLGATE_THREADS")]
     threads: usize,
     #[command(subcommand)]
     command: Command,
