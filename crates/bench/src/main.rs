@@ -7,6 +7,7 @@
 //! then `target/release/toolgate-bench --bin-dir target/release`.
 #![forbid(unsafe_code)]
 
+mod floor;
 mod http;
 mod procs;
 mod stdio;
@@ -60,12 +61,16 @@ struct Args {
     /// Internal: serve the bare TCP echo (the bench starts itself with this as a child).
     #[arg(long, hide = true)]
     echo_server: bool,
+    /// Internal: serve the relay floor in front of this `demo-mcp-server` (as a child).
+    #[arg(long, hide = true, value_name = "DEMO")]
+    relay_floor: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Bare,
     DirectHttp,
+    FloorHttpStdio,
     GwHttpHttp,
     GwHttpStdio,
     GwHttpStdioPolicy,
@@ -76,9 +81,10 @@ enum Mode {
     GwStdio,
 }
 
-const MODES: [Mode; 10] = [
+const MODES: [Mode; 11] = [
     Mode::Bare,
     Mode::DirectHttp,
+    Mode::FloorHttpStdio,
     Mode::GwHttpHttp,
     Mode::GwHttpStdio,
     Mode::GwHttpStdioPolicy,
@@ -94,6 +100,7 @@ impl Mode {
         match self {
             Mode::Bare => "bare TCP echo (loopback)",
             Mode::DirectHttp => "direct HTTP",
+            Mode::FloorHttpStdio => "relay floor HTTP -> stdio",
             Mode::GwHttpHttp => "toolgate HTTP -> HTTP upstream",
             Mode::GwHttpStdio => "toolgate HTTP -> stdio upstream",
             Mode::GwHttpStdioPolicy => "  same, policy + 2 limits",
@@ -109,7 +116,8 @@ impl Mode {
     /// transport.
     fn baseline(self) -> Option<Mode> {
         match self {
-            Mode::GwHttpHttp
+            Mode::FloorHttpStdio
+            | Mode::GwHttpHttp
             | Mode::GwHttpStdio
             | Mode::GwHttpStdioPolicy
             | Mode::GwHttpStdioAudit
@@ -118,6 +126,12 @@ impl Mode {
             Mode::GwStdio => Some(Mode::DirectStdio),
             _ => None,
         }
+    }
+
+    /// Whether the relay targets judge this mode: toolgate's paths, not the floor
+    /// (which is there to show what any relay costs on this machine).
+    fn judged(self) -> bool {
+        self != Mode::FloorHttpStdio
     }
 }
 
@@ -186,6 +200,8 @@ struct Env {
     policy_token: String,
     bare: Server,
     demo_http: Server,
+    /// The relay floor (`floor.rs`): bytes moved from HTTP to a stdio child, nothing else.
+    floor: Server,
     gateway: Server,
     /// Twins of the gateway (same servers and grants), one with the audit log and one with
     /// `[audit] enabled = false`, each serving one mode only: what the audit costs, without
@@ -254,6 +270,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.echo_server {
         return echo_server();
+    }
+    if let Some(demo) = &args.relay_floor {
+        return floor::serve(demo);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -380,6 +399,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bare,
         policy_token: _,
         demo_http,
+        floor,
         gateway,
         gateway_audit,
         gateway_no_audit,
@@ -396,6 +416,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     gateway_audit.stop().await;
     gateway_no_audit.stop().await;
     bare.stop().await;
+    floor.stop().await;
 
     // Memory.
     eprintln!("memory: {sessions} idle sessions, HTTP upstream (per-session isolation)");
@@ -536,6 +557,14 @@ async fn setup(
         &dir.join("demo-http.log"),
     )
     .await?;
+    let floor = Server::start(
+        &std::env::current_exe()?,
+        &["--relay-floor", path_str(&demo)?],
+        &[],
+        "relay floor listening on",
+        &dir.join("floor.log"),
+    )
+    .await?;
     let demo_cmd = format!("{:?}", demo.display().to_string());
     // The main gateway and its audit twins: both upstreams, both grants.
     let both_servers = format!(
@@ -631,6 +660,7 @@ async fn setup(
         policy_token,
         bare,
         demo_http,
+        floor,
         gateway,
         gateway_audit,
         gateway_no_audit,
@@ -716,6 +746,9 @@ async fn open_clients(env: &Env, mode: Mode, c: usize) -> anyhow::Result<Vec<Cli
             Mode::DirectHttp => {
                 Client::Http(http::Session::open(env.demo_http.addr, "/mcp", None).await?)
             }
+            Mode::FloorHttpStdio => {
+                Client::Http(http::Session::open(env.floor.addr, "/mcp", None).await?)
+            }
             Mode::GwHttpHttp => Client::Http(
                 http::Session::open(env.gateway.addr, HTTP_UPSTREAM_PATH, Some(&env.token)).await?,
             ),
@@ -768,6 +801,7 @@ fn processes(env: &Env, mode: Mode) -> (Option<u32>, Vec<u32>) {
     match mode {
         Mode::Bare => (None, vec![env.bare.pid]),
         Mode::DirectHttp => (None, vec![env.demo_http.pid]),
+        Mode::FloorHttpStdio => (Some(env.floor.pid), procs::children(env.floor.pid)),
         Mode::GwHttpHttp => (Some(env.gateway.pid), vec![env.demo_http.pid]),
         Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
             (Some(env.gateway.pid), procs::children(env.gateway.pid))
@@ -1002,6 +1036,9 @@ fn report(
                     .map(|&n| n as f64 / 1000.0)
                     .collect::<Vec<_>>(),
             );
+            if !mode.judged() {
+                continue;
+            }
             if c == 1 {
                 targets.push(format!(
                     "[{}] added p50 <= {TARGET_ADDED_P50_X_BARE}x bare loopback RTT (c=1): {}: +{added_m:.1} us = {x_m:.2}x (bare p50 {bare_m:.1} us)",
