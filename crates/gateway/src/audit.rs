@@ -243,20 +243,19 @@ pub fn approval_decision(a: &toolgate_state::Approval, approve: bool, by: &str) 
 /// `redact` paths replaced).
 pub fn describe_args(
     arguments: Option<&RawValue>,
+    parsed: &Value,
     spec: Option<&AuditSpec>,
 ) -> (Vec<String>, Option<String>, Option<Value>) {
     let Some(arguments) = arguments else {
         return (Vec::new(), None, None);
     };
     let digest = hex::encode(Sha256::digest(arguments.get().as_bytes()));
-    let parsed: Option<Value> = serde_json::from_str(arguments.get()).ok();
     let keys = parsed
-        .as_ref()
-        .and_then(Value::as_object)
+        .as_object()
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
-    let values = match (spec, parsed) {
-        (Some(spec), Some(v)) if spec.values => Some(spec.redacted(&v)),
+    let values = match spec {
+        Some(spec) if spec.values => Some(spec.redacted(parsed)),
         _ => None,
     };
     (keys, Some(digest), values)
@@ -270,7 +269,8 @@ mod tests {
     #[test]
     fn arguments_are_kept_as_keys_and_a_digest_unless_the_policy_says_values() {
         let args = raw(&serde_json::json!({"path": "/etc", "password": "hunter2"}));
-        let (keys, digest, values) = describe_args(Some(&args), None);
+        let parsed = crate::guard::parse_arguments(Some(&args));
+        let (keys, digest, values) = describe_args(Some(&args), &parsed, None);
         assert_eq!(keys, ["path", "password"]);
         assert_eq!(
             digest.unwrap(),
@@ -282,7 +282,7 @@ mod tests {
             r#"{"version": "1", "default": "deny", "audit": {"values": true, "redact": ["args.password"]}}"#,
         )
         .unwrap();
-        let (_, _, values) = describe_args(Some(&args), Some(policy.audit()));
+        let (_, _, values) = describe_args(Some(&args), &parsed, Some(policy.audit()));
         assert_eq!(
             values.unwrap(),
             serde_json::json!({"path": "/etc", "password": "[REDACTED]"})

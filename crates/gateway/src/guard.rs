@@ -178,6 +178,8 @@ pub struct CallInfo<'a> {
     pub severity: Option<&'static str>,
     /// `params.arguments` as sent.
     pub arguments: Option<&'a RawValue>,
+    /// The same, parsed once for the policy and the audit record ([`parse_arguments`]).
+    pub args: &'a Value,
     /// Told the approval's id when the call is held for a human (to keep the client informed).
     pub on_hold: Option<&'a (dyn Fn(&str) + Send + Sync)>,
     /// Asks the calling client's user (MCP elicitation), for policies whose `approvers`
@@ -231,6 +233,16 @@ pub fn limited_message(req: &CounterRequest, usage: Usage, now_ms: u64) -> Strin
 }
 
 /// Counter specs for a decision's counters at `now`.
+/// A call's `arguments` as the policy sees them: absent arguments are an empty object to the
+/// upstream, and so to the policy; `null` if they are not JSON (a strictly parsed message's
+/// always are).
+pub fn parse_arguments(arguments: Option<&RawValue>) -> Value {
+    match arguments {
+        None => Value::Object(Default::default()),
+        Some(a) => serde_json::from_str(a.get()).unwrap_or(Value::Null),
+    }
+}
+
 pub fn counter_specs(counters: &[CounterRequest], now: u64) -> Vec<CounterSpec> {
     counters
         .iter()
@@ -448,11 +460,7 @@ impl Guard {
         let Some(policy) = self.policy(call.grant) else {
             return Admission::Unknown;
         };
-        // Absent arguments are an empty object to the upstream, and so to the policy.
-        let args: Value = match call.arguments {
-            None => Value::Object(Default::default()),
-            Some(a) => serde_json::from_str(a.get()).unwrap_or(Value::Null),
-        };
+        let args = call.args;
         let decision = policy.decide(&Call {
             grant: &call.grant.name,
             session: call.session,
@@ -461,7 +469,7 @@ impl Guard {
             exposed: call.exposed,
             categories: call.categories,
             severity: call.severity,
-            args: &args,
+            args,
         });
         let refuse = |decision: &'static str, rule: &str, message: String| {
             Admission::Refuse(Refusal {
@@ -495,7 +503,7 @@ impl Guard {
             return Admission::Pass(pass);
         };
         let answer = self
-            .hold(call, &args, &pass.decision, &policy, &approval)
+            .hold(call, args, &pass.decision, &policy, &approval)
             .await;
         let (decision, message) = match answer {
             Approved::Yes => {

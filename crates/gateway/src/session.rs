@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use toolgate_state::AuditRecord;
 use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
@@ -361,8 +361,11 @@ impl Session {
                 .await,
             ),
             "tools/call" => {
-                let mut record = self.call_record(id.as_ref(), &params);
-                let reply = self.call_tool(request, params, tx, record.get()).await;
+                let args = guard::parse_arguments(params.get("arguments"));
+                let mut record = self.call_record(id.as_ref(), &params, &args);
+                let reply = self
+                    .call_tool(request, params, &args, tx, record.get())
+                    .await;
                 record.finish().await;
                 reply
             }
@@ -503,6 +506,7 @@ impl Session {
         self: &Arc<Self>,
         request: Message,
         params: RawObject,
+        args: &Value,
         tx: &mpsc::Sender<Message>,
         record: &mut AuditRecord,
     ) -> Option<Message> {
@@ -611,6 +615,7 @@ impl Session {
             categories: tool.as_ref().map_or(&[], |t| &t.categories[..]),
             severity: tool.as_ref().map(|t| t.class.severity.as_str()),
             arguments: params.get("arguments"),
+            args,
             on_hold: Some(&on_hold),
             ask_client: Some(&ask_client),
             client_input,
@@ -771,10 +776,11 @@ impl Session {
 
     /// A call's audit record, started before anything is decided: if the work is dropped
     /// (the client went away), it is still written with what was known.
-    fn call_record(&self, id: Option<&Id>, params: &RawObject) -> PendingRecord {
+    fn call_record(&self, id: Option<&Id>, params: &RawObject, parsed: &Value) -> PendingRecord {
         let policy = self.guard.policy(&self.grant);
         let (arg_keys, args_sha256, args) = crate::audit::describe_args(
             params.get("arguments"),
+            parsed,
             policy.as_deref().map(|p| p.audit()),
         );
         PendingRecord::new(
