@@ -277,7 +277,40 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(args))
+    let keep = args.keep;
+    runtime.block_on(async {
+        tokio::select! {
+            result = run(args) => result,
+            signal = interrupted() => {
+                // `run` is dropped here, and with it every server it started (kill on drop):
+                // an interrupted run leaves no Redis or demo servers behind.
+                if !keep {
+                    let _ = std::fs::remove_dir_all(work_dir());
+                }
+                bail!("interrupted by {signal}; the servers it started are stopped")
+            }
+        }
+    })
+}
+
+/// The run's temporary directory (configs, state, server logs).
+fn work_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("toolgate-bench-{}", std::process::id()))
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -303,7 +336,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let toolgate = find_bin(&args.bin_dir, "toolgate")?;
     let demo = find_bin(&args.bin_dir, "demo-mcp-server")?;
-    let dir = std::env::temp_dir().join(format!("toolgate-bench-{}", std::process::id()));
+    let dir = work_dir();
     std::fs::create_dir_all(&dir)?;
     let started = Instant::now();
     let load_before = loadavg();
