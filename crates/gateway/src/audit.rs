@@ -28,7 +28,9 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A record (or, `None`, a flush marker) and who waits for it to be written.
-type Queued = (Option<AuditRecord>, Option<oneshot::Sender<()>>);
+/// A record (boxed: the queue's slots, and every future that carries a record to it, stay
+/// small) or a flush marker, with what to tell once it is written.
+type Queued = (Option<Box<AuditRecord>>, Option<oneshot::Sender<()>>);
 
 /// The audit log of a running gateway.
 pub struct AuditLog {
@@ -77,6 +79,10 @@ impl AuditLog {
 
     /// Queues a record; with strict durability, returns once it is committed.
     pub async fn record(&self, record: AuditRecord) {
+        self.queue(Box::new(record)).await;
+    }
+
+    async fn queue(&self, record: Box<AuditRecord>) {
         if !self.enabled {
             return;
         }
@@ -100,6 +106,10 @@ impl AuditLog {
 
     /// Queues a record from code that cannot wait (admin events); never blocks.
     pub fn record_later(self: &Arc<Self>, record: AuditRecord) {
+        self.queue_later(Box::new(record));
+    }
+
+    fn queue_later(self: &Arc<Self>, record: Box<AuditRecord>) {
         if !self.enabled {
             return;
         }
@@ -107,7 +117,7 @@ impl AuditLog {
             self.tx.try_send((Some(record), None))
         {
             let this = self.clone();
-            tokio::spawn(async move { this.record(record).await });
+            tokio::spawn(async move { this.queue(record).await });
         }
     }
 
@@ -142,7 +152,7 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
             .drain(..)
             .filter_map(|(record, ack)| {
                 acks.extend(ack);
-                record
+                record.map(|r| *r)
             })
             .map(|mut r| {
                 r.uid
@@ -171,7 +181,7 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
 /// missing from the log.
 pub struct PendingRecord {
     audit: Arc<AuditLog>,
-    record: Option<AuditRecord>,
+    record: Option<Box<AuditRecord>>,
     started: std::time::Instant,
 }
 
@@ -180,14 +190,14 @@ impl PendingRecord {
     pub fn new(audit: Arc<AuditLog>, record: AuditRecord) -> PendingRecord {
         PendingRecord {
             audit,
-            record: Some(record),
+            record: Some(Box::new(record)),
             started: std::time::Instant::now(),
         }
     }
 
     /// The record, to fill in as the call goes.
     pub fn get(&mut self) -> &mut AuditRecord {
-        self.record.get_or_insert_with(AuditRecord::default)
+        self.record.get_or_insert_with(Box::default)
     }
 
     /// Writes the record (with strict durability, waits until it is committed).
@@ -195,7 +205,7 @@ impl PendingRecord {
         if let Some(mut record) = self.record.take() {
             record.at_ms = now_ms();
             record.latency_us = Some(self.started.elapsed().as_micros() as u64);
-            self.audit.record(record).await;
+            self.audit.queue(record).await;
         }
     }
 }
@@ -208,7 +218,7 @@ impl Drop for PendingRecord {
             if record.upstream_status.is_none() {
                 record.upstream_status = Some("client went away".into());
             }
-            self.audit.record_later(record);
+            self.audit.queue_later(record);
         }
     }
 }

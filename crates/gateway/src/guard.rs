@@ -502,9 +502,9 @@ impl Guard {
         let Some(approval) = approval else {
             return Admission::Pass(pass);
         };
-        let answer = self
-            .hold(call, args, &pass.decision, &policy, &approval)
-            .await;
+        // Boxed: holding a call is rare and its future is most of this one's size, which every
+        // call's request future would otherwise carry (and move) inline.
+        let answer = Box::pin(self.hold(call, args, &pass.decision, &policy, &approval)).await;
         let (decision, message) = match answer {
             Approved::Yes => {
                 pass.approved = true;
