@@ -27,7 +27,6 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// How often old records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// A record (or, `None`, a flush marker) and who waits for it to be written.
 /// A record (boxed: the queue's slots, and every future that carries a record to it, stay
 /// small) or a flush marker, with what to tell once it is written.
 type Queued = (Option<Box<AuditRecord>>, Option<oneshot::Sender<()>>);

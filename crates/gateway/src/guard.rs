@@ -232,7 +232,6 @@ pub fn limited_message(req: &CounterRequest, usage: Usage, now_ms: u64) -> Strin
     }
 }
 
-/// Counter specs for a decision's counters at `now`.
 /// A call's `arguments` as the policy sees them: absent arguments are an empty object to the
 /// upstream, and so to the policy; `null` if they are not JSON (a strictly parsed message's
 /// always are).
@@ -243,6 +242,7 @@ pub fn parse_arguments(arguments: Option<&RawValue>) -> Value {
     }
 }
 
+/// Counter specs for a decision's counters at `now`.
 pub fn counter_specs(counters: &[CounterRequest], now: u64) -> Vec<CounterSpec> {
     counters
         .iter()
