@@ -20,24 +20,12 @@ use crate::http::contains;
 
 /// Serves on a loopback port it reports on stderr, on one thread, until killed.
 pub fn serve(demo: &Path) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        eprintln!(
-            "toolgate-bench relay floor listening on http://{}/",
-            listener.local_addr()?
-        );
-        loop {
-            let (stream, _) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            let demo = demo.to_owned();
-            tokio::spawn(async move {
-                if let Err(e) = relay(stream, demo).await {
-                    eprintln!("relay floor: {e:#}");
-                }
-            });
+    crate::serve_loopback("relay floor", |stream| {
+        let demo = demo.to_owned();
+        async move {
+            if let Err(e) = relay(stream, demo).await {
+                eprintln!("relay floor: {e:#}");
+            }
         }
     })
 }

@@ -738,31 +738,43 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 /// The bare loopback round trip: a 64-byte echo served by a separate process on a
 /// single-threaded runtime, the shape of the demo server, minus HTTP and JSON.
 fn echo_server() -> anyhow::Result<()> {
+    serve_loopback("echo", |mut s| async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Serves `handle` per connection on a loopback port chosen by the kernel, on one thread,
+/// until killed; the port goes to stderr as "toolgate-bench NAME listening on http://ADDR/"
+/// (what [`Server::start`] waits for).
+fn serve_loopback<F, Fut>(name: &str, handle: F) -> anyhow::Result<()>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         eprintln!(
-            "toolgate-bench echo listening on http://{}/",
+            "toolgate-bench {name} listening on http://{}/",
             listener.local_addr()?
         );
         loop {
-            let (mut s, _) = listener.accept().await?;
-            s.set_nodelay(true)?;
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::task::spawn_local(handle(stream));
         }
     })
 }
