@@ -132,6 +132,9 @@ impl AuditLog {
 /// queue fills and, once full, callers wait.
 async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window: Duration) {
     let mut batch: Vec<Queued> = Vec::new();
+    // Unique ids: this writer's random 64 bits, then a sequence number (no draw per record).
+    let prefix: u64 = rand::random();
+    let mut sequence: u64 = 0;
     while let Some(first) = rx.recv().await {
         // A flush marker is written at once; a record waits for company.
         if first.0.is_some() && !window.is_zero() {
@@ -154,8 +157,10 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
                 record.map(|r| *r)
             })
             .map(|mut r| {
-                r.uid
-                    .get_or_insert_with(|| hex::encode(rand::random::<[u8; 16]>()));
+                r.uid.get_or_insert_with(|| {
+                    sequence += 1;
+                    format!("{prefix:016x}{sequence:016x}")
+                });
                 r
             })
             .collect();
@@ -258,7 +263,7 @@ pub fn describe_args(
     let Some(arguments) = arguments else {
         return (Vec::new(), None, None);
     };
-    let digest = hex::encode(Sha256::digest(arguments.get().as_bytes()));
+    let digest = crate::to_hex(&Sha256::digest(arguments.get().as_bytes()));
     let keys = parsed
         .as_object()
         .map(|m| m.keys().cloned().collect())

@@ -254,7 +254,7 @@ impl Gateway {
             (None, None) => {
                 let mut id = [0u8; 16];
                 rand::rng().fill_bytes(&mut id);
-                hex::encode(id)
+                crate::to_hex(&id)
             }
         };
         let session = Session::new(

@@ -7,6 +7,7 @@
 //! owns the clock, the files and the stores.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, RwLock};
@@ -60,7 +61,9 @@ struct Loaded {
 
 /// Policies, counters and approvals for every grant.
 pub struct Guard {
-    policies: RwLock<HashMap<PathBuf, Loaded>>,
+    /// By path, as bytes: every call looks its policy up, and hashing a `Path` walks its
+    /// components.
+    policies: RwLock<HashMap<OsString, Loaded>>,
     stores: Stores,
     on_store_error: StoreFailure,
     store_timeout: Duration,
@@ -284,7 +287,7 @@ impl Guard {
         let mut policies = HashMap::new();
         for g in &config.grants {
             let Some(path) = &g.policy else { continue };
-            if policies.contains_key(path) {
+            if policies.contains_key(path.as_os_str()) {
                 continue;
             }
             let (policy, digest) = load_policy(path).map_err(|e| match e {
@@ -300,7 +303,7 @@ impl Guard {
                 },
             })?;
             policies.insert(
-                path.clone(),
+                path.clone().into_os_string(),
                 Loaded {
                     policy: Arc::new(policy),
                     digest,
@@ -346,7 +349,7 @@ impl Guard {
         self.policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(path)
+            .get(path.as_os_str())
             .map(|l| l.policy.clone())
     }
 
@@ -358,7 +361,7 @@ impl Guard {
             .policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(path)
+            .contains_key(path.as_os_str())
         {
             return;
         }
@@ -369,7 +372,7 @@ impl Guard {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(
-                        path.to_owned(),
+                        path.as_os_str().to_owned(),
                         Loaded {
                             policy: Arc::new(policy),
                             digest,
@@ -402,14 +405,14 @@ impl Guard {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(p, l)| (p.clone(), l.digest, l.unreadable))
+            .map(|(p, l)| (PathBuf::from(p), l.digest, l.unreadable))
             .collect();
         let mut changed = Vec::new();
         for (path, digest, unreadable) in paths {
             let text = match std::fs::read(&path) {
                 Ok(t) if unreadable => {
                     let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
-                    if let Some(slot) = policies.get_mut(&path) {
+                    if let Some(slot) = policies.get_mut(path.as_os_str()) {
                         slot.unreadable = false;
                     }
                     tracing::info!(policy = %path.display(), "policy file readable again");
@@ -418,7 +421,8 @@ impl Guard {
                 Ok(t) => t,
                 Err(e) => {
                     let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
-                    if let Some(slot) = policies.get_mut(&path).filter(|s| !s.unreadable) {
+                    if let Some(slot) = policies.get_mut(path.as_os_str()).filter(|s| !s.unreadable)
+                    {
                         slot.unreadable = true;
                         tracing::error!(policy = %path.display(), error = %e, keeping = %slot.policy.version, "cannot read policy; keeping the one in force");
                     }
@@ -433,7 +437,7 @@ impl Guard {
                 .map_err(|_| "the file is not UTF-8".to_owned())
                 .and_then(|t| toolgate_policy::parse(t).map_err(|e| e.to_string()));
             let mut policies = self.policies.write().unwrap_or_else(|e| e.into_inner());
-            let Some(slot) = policies.get_mut(&path) else {
+            let Some(slot) = policies.get_mut(path.as_os_str()) else {
                 continue;
             };
             match parsed {

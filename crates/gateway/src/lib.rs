@@ -28,6 +28,14 @@ pub use gateway::Gateway;
 pub use guard::Guard;
 pub use stores::Stores;
 
+/// Lower-case hex of `bytes`, in one allocation: `hex::encode` collects a `char` at a time,
+/// and the call path hexes a digest or an id on every call.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
 /// Checks the grants' policy files every `interval` and applies those that changed (an
 /// invalid file keeps the policy in force). Ends when the gateway is dropped.
 pub fn spawn_policy_reloader(gateway: &Arc<Gateway>, interval: Duration) {
@@ -56,7 +64,7 @@ pub async fn serve_http(
     grace: Duration,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    let app = downstream::http::router(gateway.clone(), local);
+    let app = downstream::http::service(gateway.clone(), local);
     let expiry = tokio::spawn({
         let gateway = gateway.clone();
         async move {
@@ -84,7 +92,8 @@ pub async fn serve_http(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app))
+        .with_graceful_shutdown(signal);
     let server = tokio::spawn(async move { server.await });
     let _ = stopped_rx.await;
     if tokio::time::timeout(grace, server).await.is_err() {

@@ -1,6 +1,6 @@
 use serde_json::value::RawValue;
 
-use crate::{ErrorCode, Id, Limits, RawObject, WireError, raw, raw_string, validate};
+use crate::{ErrorCode, Id, Limits, RawObject, WireError, raw, raw_string, strict, validate};
 
 /// The three kinds of JSON-RPC message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,19 @@ impl Message {
     /// `limits`. A batch (an array) is refused: MCP removed batches, and a batch would let a
     /// `tools/call` hide among other messages.
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Message, WireError> {
-        validate(bytes, limits)?;
+        // The common case takes one structural pass and the parse below; anything the
+        // structural pass cannot vouch for gets the full check first, as does a message that
+        // then fails to parse (for the full check's precise error).
+        let plain = bytes.len() <= limits.max_bytes
+            && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+            && strict::plainly_strict(bytes, limits.max_depth);
+        if !plain {
+            validate(bytes, limits)?;
+        }
+        let precise = |fallback: String| match validate(bytes, limits) {
+            Err(e) => e,
+            Ok(()) => WireError::new(ErrorCode::Parse, fallback),
+        };
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => {}
             Some(b'[') => {
@@ -44,11 +56,8 @@ impl Message {
                 ));
             }
         }
-        // validate() proved the bytes are UTF-8 JSON.
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| WireError::new(ErrorCode::Parse, "invalid UTF-8"))?;
-        let body =
-            RawObject::parse(text).map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
+        let text = std::str::from_utf8(bytes).map_err(|_| precise("invalid UTF-8".into()))?;
+        let body = RawObject::parse(text).map_err(|e| precise(e.to_string()))?;
         Message::from_object(body)
     }
 
@@ -290,6 +299,58 @@ mod tests {
 
     fn parse(text: &str) -> Result<Message, WireError> {
         Message::parse(text.as_bytes(), &Limits::default())
+    }
+
+    /// What `parse` answered before it had a fast path: the full check, then the parse.
+    fn parse_slowly(bytes: &[u8], limits: &Limits) -> Result<Message, WireError> {
+        validate(bytes, limits)?;
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[') => return Err(WireError::new(ErrorCode::InvalidRequest, "batch")),
+            _ => return Err(WireError::new(ErrorCode::InvalidRequest, "not an object")),
+        }
+        let body = RawObject::parse(std::str::from_utf8(bytes).unwrap())
+            .map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
+        Message::from_object(body)
+    }
+
+    #[test]
+    fn the_fast_path_answers_as_the_full_check_does() {
+        let cases: &[&[u8]] = &[
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[1,{"y":"}"}]}}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"a":2}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a" 1}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":tru}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"a":tru}}"#,
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"m\",\"params\":{\"a\":\"\xff\"}}",
+            br#"{"jsonrpc":"2.0","method":"m"} {}"#,
+            br#"{"jsonrpc":"2.0","method":"m"}]"#,
+            br#"{"jsonrpc":"2.0","method":"m","params":{"k":"v\"}"}}"#,
+            br#"  {"jsonrpc":"2.0","method":"m","params":[[[[[[1]]]]]]}"#,
+            br#"{"jsonrpc":"2.0","id":7,"method":"m","id":8}"#,
+            br#"{"jsonrpc":"2.0","id":7,"result":{"k":1,"k\u0000":2}}"#,
+        ];
+        let shallow = Limits {
+            max_bytes: 1 << 20,
+            max_depth: 4,
+        };
+        for text in cases {
+            for limits in [Limits::default(), shallow] {
+                let fast = Message::parse(text, &limits).map(|m| m.to_json());
+                let slow = parse_slowly(text, &limits).map(|m| m.to_json());
+                match (&fast, &slow) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b),
+                    (Err(a), Err(b)) => {
+                        assert_eq!((a.code, &a.message), (b.code, &b.message), "{text:?}")
+                    }
+                    _ => panic!(
+                        "{:?}: fast {fast:?}, full {slow:?}",
+                        String::from_utf8_lossy(text)
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl RawObject {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&serde_json::to_string(k).expect("a string serializes"));
+            write_key(out, k);
             out.push(':');
             out.push_str(v.get());
         }
@@ -109,6 +109,18 @@ impl RawObject {
     /// The object as a raw value.
     pub fn to_raw(&self) -> Box<RawValue> {
         RawValue::from_string(self.to_json()).expect("a RawObject writes valid JSON")
+    }
+}
+
+/// Writes a member name as a JSON string; names rarely need escapes, so the common case is a
+/// copy.
+fn write_key(out: &mut String, key: &str) {
+    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+    } else {
+        out.push('"');
+        out.push_str(key);
+        out.push('"');
     }
 }
 
@@ -153,6 +165,21 @@ mod tests {
         let mut obj = RawObject::parse(text).unwrap();
         obj.set("a", raw(&2));
         assert_eq!(obj.to_json(), r#"{"a":2,"b":{"x" : [1,2]},"c":"\u00e9"}"#);
+    }
+
+    #[test]
+    fn member_names_are_escaped_when_they_must_be() {
+        let text = r#"{"plain":1,"q\"uote":2,"back\\slash":3,"tab\t":4,"\u00e9":5}"#;
+        let obj = RawObject::parse(text).unwrap();
+        let again: serde_json::Value = serde_json::from_str(&obj.to_json()).unwrap();
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+        assert_eq!(
+            obj.to_json(),
+            r#"{"plain":1,"q\"uote":2,"back\\slash":3,"tab\t":4,"é":5}"#
+        );
     }
 
     #[test]

@@ -57,6 +57,80 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<(), WireError> {
     })
 }
 
+/// Most keys an object may have for [`plainly_strict`] to judge it; a larger one goes to
+/// [`validate`], whose set keeps the check linear.
+const FEW_KEYS: usize = 32;
+
+/// The fast half of [`validate`] for the common case, in one pass over the bytes with no
+/// parsing: `true` when, *if* `bytes` are valid JSON, no object repeats a key and nesting
+/// stays within `max_depth`. It does not check the syntax (the parser that follows does),
+/// and it answers `false` whenever it cannot tell cheaply (a key with escapes, an object with
+/// many keys, unbalanced brackets), which sends the caller to [`validate`].
+pub(crate) fn plainly_strict(bytes: &[u8], max_depth: usize) -> bool {
+    // Open containers (`{` or `[`); for every open object, where its keys start in `keys`.
+    let mut open: Vec<u8> = Vec::with_capacity(8);
+    let mut object_starts: Vec<usize> = Vec::with_capacity(8);
+    let mut keys: Vec<&[u8]> = Vec::with_capacity(16);
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut escaped = false;
+                i = start;
+                loop {
+                    match bytes.get(i) {
+                        None => return false,
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            escaped = true;
+                            i += 2;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                if expect_key {
+                    let key = &bytes[start..i];
+                    let first = *object_starts.last().expect("a key is inside an object");
+                    if escaped || keys.len() - first >= FEW_KEYS || keys[first..].contains(&key) {
+                        return false;
+                    }
+                    keys.push(key);
+                    expect_key = false;
+                }
+            }
+            b'{' | b'[' => {
+                if open.len() >= max_depth {
+                    return false;
+                }
+                open.push(bytes[i]);
+                expect_key = bytes[i] == b'{';
+                if expect_key {
+                    object_starts.push(keys.len());
+                }
+            }
+            b'}' => {
+                if open.pop() != Some(b'{') {
+                    return false;
+                }
+                keys.truncate(object_starts.pop().expect("an open object"));
+                expect_key = false;
+            }
+            b']' => {
+                if open.pop() != Some(b'[') {
+                    return false;
+                }
+                expect_key = false;
+            }
+            b',' => expect_key = open.last() == Some(&b'{'),
+            _ => {}
+        }
+        i += 1;
+    }
+    open.is_empty()
+}
+
 const DUPLICATE: &str = "duplicate key";
 const TOO_DEEP: &str = "nesting deeper than";
 
@@ -229,6 +303,42 @@ mod tests {
     #[test]
     fn trailing_garbage_is_a_parse_error() {
         assert_eq!(check(b"{} {}").unwrap_err().code, ErrorCode::Parse);
+    }
+
+    #[test]
+    fn the_fast_check_agrees_with_the_full_one_on_valid_json() {
+        let cases: &[&[u8]] = &[
+            br#"{"a":1,"b":{"a":2,"c":[{"a":3},{"a":4}]},"c":"}\"{,"}"#,
+            br#"{"a":{"b":1},"b":{"b":1}}"#,
+            br#"{"a":{"b":1,"b":2}}"#,
+            br#"{"a":[{"x":1,"x":2}]}"#,
+            br#"{"k":"a","k":"b"}"#,
+            br#"{"name":1,"n\u0061me":2}"#,
+            br#"[[[[1]]]]"#,
+            br#"{"a":"[[[[[[[[[[[[["}"#,
+            br#"{"":1,"":2}"#,
+            br#"{"a\\":1,"a":2}"#,
+        ];
+        let shallow = Limits {
+            max_bytes: 1 << 20,
+            max_depth: 3,
+        };
+        for text in cases {
+            for limits in [Limits::default(), shallow] {
+                let full = validate(text, &limits).is_ok();
+                let fast = plainly_strict(text, limits.max_depth);
+                // The fast check may send a good message to the full one, never pass a bad one.
+                assert!(
+                    !fast || full,
+                    "fast check passed {:?} that validate refuses",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        }
+        assert!(plainly_strict(br#"{"a":1,"b":{"a":2}}"#, 64));
+        assert!(!plainly_strict(br#"{"a":1,"a":2}"#, 64));
+        assert!(!plainly_strict(br#"[[["#, 64));
+        assert!(!plainly_strict(br#"[[[1]]]"#, 2));
     }
 
     #[test]

@@ -42,8 +42,9 @@ struct AppState {
 
 type Shared = State<Arc<AppState>>;
 
-/// The router for the MCP listener bound to `local`.
-pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
+/// The service for the MCP listener bound to `local`: a message `POST` (the hot path) goes
+/// straight to its handler; everything else through the router.
+pub fn service(gateway: Arc<Gateway>, local: SocketAddr) -> Front {
     let access = HostCheck::for_listener(&gateway.config, local.port());
     let anonymous = gateway
         .config
@@ -56,7 +57,7 @@ pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
         access,
         anonymous,
     });
-    Router::new()
+    let router = Router::new()
         .route(
             "/mcp",
             get(get_stream).post(post_message).delete(delete_session),
@@ -73,7 +74,60 @@ pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
             state.clone(),
             count_status,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    Front { state, router }
+}
+
+/// The MCP listener's service. Every call of a tool is a `POST` to `/mcp` or
+/// `/mcp/{server}`: those skip the router's matching, extractors (which copy the headers) and
+/// response middleware, a tenth of the gateway's work per call. The router serves the rest
+/// (and the `POST`s whose path it must decode).
+#[derive(Clone)]
+pub struct Front {
+    state: Arc<AppState>,
+    router: Router,
+}
+
+type Direct = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl tower_service::Service<axum::extract::Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<
+        Direct,
+        <Router as tower_service::Service<axum::extract::Request>>::Future,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::extract::Request) -> Self::Future {
+        use futures_util::future::Either;
+        if request.method() != axum::http::Method::POST {
+            return Either::Right(self.router.call(request));
+        }
+        let scope = match request.uri().path().strip_prefix("/mcp") {
+            Some("") => None,
+            Some(rest) => match rest.strip_prefix('/') {
+                Some(server) if !server.is_empty() && !server.contains(['/', '%']) => {
+                    Some(server.to_owned())
+                }
+                _ => return Either::Right(self.router.call(request)),
+            },
+            None => return Either::Right(self.router.call(request)),
+        };
+        let state = self.state.clone();
+        Either::Left(Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let response = post(State(state.clone()), scope, parts.headers, body).await;
+            state
+                .gateway
+                .metrics
+                .record_status(response.status().as_u16());
+            Ok(response)
+        }))
+    }
 }
 
 async fn count_status(State(state): Shared, response: Response) -> Response {
