@@ -6,10 +6,11 @@
 # Usage: scripts/instructions.sh [CALLS]    (TOOLGATE_BIN_DIR=DIR to measure other builds)
 # Needs release builds (cargo build --release -p toolgate -p toolgate-demo-server), valgrind,
 # curl and python3. Runs `toolgate serve` under callgrind in front of `demo-mcp-server`, once
-# over stdio and once over HTTP; for each, sends 200 warm-up calls (one session, one
-# keep-alive connection), zeroes the counters, sends CALLS calls and divides the count by
-# CALLS. The count covers every thread of the gateway (the audit writer and SQLite included)
-# but not the kernel.
+# over stdio and once over HTTP, then `toolgate stdio` in front of it; for each, sends 200
+# warm-up calls (one session; one keep-alive connection over HTTP), zeroes the counters, sends
+# CALLS calls and divides the count by CALLS. The count covers every thread of the gateway (the
+# audit writer and SQLite included) but not the kernel. Under valgrind, SHA-256 runs its
+# portable code (no SHA extensions): hashing counts several times what it costs natively.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -103,3 +104,38 @@ for upstream in stdio http; do
     printf 'toolgate HTTP -> %-5s upstream: %d instructions per call (%d calls)\n' \
         "$upstream" $((total / calls)) "$calls"
 done
+
+# `toolgate stdio`: the driver spawns it under callgrind and speaks JSON lines on its pipes.
+python3 - "$bin/toolgate" "$work" "$calls" <<'EOF'
+import json, subprocess, sys
+toolgate, work, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+gateway = subprocess.Popen(
+    ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/stdio.out",
+     toolgate, "stdio", "--config", f"{work}/gateway.toml", "--grant", "bench"],
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(f"{work}/stdio.log", "w"))
+def send(message):
+    gateway.stdin.write((json.dumps(message) + "\n").encode())
+    gateway.stdin.flush()
+def receive():
+    return json.loads(gateway.stdout.readline())
+send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "instructions", "version": "1"}}})
+receive()
+send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+def call(n, first):
+    for i in range(first, first + n):
+        send({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+              "params": {"name": "demo-stdio__echo", "arguments": {"text": "hello from toolgate-bench"}}})
+        answer = receive()
+        if "result" not in answer or answer["result"].get("isError"):
+            sys.exit(f"call {i} over toolgate stdio failed: {answer}")
+call(200, 1)
+control = lambda flag: subprocess.run(["callgrind_control", flag, str(gateway.pid)], capture_output=True, check=True)
+control("-z")
+call(calls, 1000)
+control("-d")
+gateway.stdin.close()
+gateway.wait()
+total = next(int(l.split()[1]) for l in open(f"{work}/stdio.out.1") if l.startswith("summary:"))
+print(f"toolgate stdio -> stdio upstream: {total // calls} instructions per call ({calls} calls)")
+EOF

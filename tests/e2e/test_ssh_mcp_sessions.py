@@ -168,7 +168,10 @@ async def test_reading_new_output_scrollback_and_the_end_of_a_session(tmp_path, 
         sid, _ = await start(client, cols=80, rows=10)
         await send(client, sid, input="", waitForRegex=PROMPT, maxWaitMs=5000)
         await client.call_tool("ssh_session_read", {"sessionId": sid, "mode": "new"})
-        await send(client, sid, input="printf '\\033[31mred\\033[0m\\n'; seq 1 50\n", waitForRegex=r"(?m)^50$")
+        # Wait for the prompt after the output too: the second read of new output must find none.
+        await send(
+            client, sid, input="printf '\\033[31mred\\033[0m\\n'; seq 1 50\n", waitForRegex=r"\n50\r?\n[^\n]*[#$] "
+        )
         new = await client.call_tool("ssh_session_read", {"sessionId": sid, "mode": "new"})
         text = new.structured_content["text"]
         assert "\x1b" not in text and "\nred\n1\n2\n" in text and "\n50\n" in text, text

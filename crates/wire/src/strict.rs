@@ -65,12 +65,18 @@ const FEW_KEYS: usize = 32;
 /// parsing: `true` when, *if* `bytes` are valid JSON, no object repeats a key and nesting
 /// stays within `max_depth`. It does not check the syntax (the parser that follows does),
 /// and it answers `false` whenever it cannot tell cheaply (a key with escapes, an object with
-/// many keys, unbalanced brackets), which sends the caller to [`validate`].
+/// many keys, deep nesting, unbalanced brackets), which sends the caller to [`validate`].
 pub(crate) fn plainly_strict(bytes: &[u8], max_depth: usize) -> bool {
-    // Open containers (`{` or `[`); for every open object, where its keys start in `keys`.
-    let mut open: Vec<u8> = Vec::with_capacity(8);
-    let mut object_starts: Vec<usize> = Vec::with_capacity(8);
-    let mut keys: Vec<&[u8]> = Vec::with_capacity(16);
+    // On the stack, so that the common message costs no allocation: the open containers (`{`
+    // or `[`), where each open object's keys start in `keys`, and the keys of the open
+    // objects. A message that needs more goes to `validate`.
+    const DEEP: usize = 32;
+    const KEYS: usize = 128;
+    let max_depth = max_depth.min(DEEP);
+    let mut open = [0u8; DEEP];
+    let mut object_starts = [0usize; DEEP];
+    let mut keys: [&[u8]; KEYS] = [&[]; KEYS];
+    let (mut depth, mut objects, mut key_count) = (0, 0, 0);
     let mut expect_key = false;
     let mut i = 0;
     while i < bytes.len() {
@@ -92,43 +98,53 @@ pub(crate) fn plainly_strict(bytes: &[u8], max_depth: usize) -> bool {
                 }
                 if expect_key {
                     let key = &bytes[start..i];
-                    let first = *object_starts.last().expect("a key is inside an object");
-                    if escaped || keys.len() - first >= FEW_KEYS || keys[first..].contains(&key) {
+                    let first = object_starts[objects - 1];
+                    if escaped
+                        || key_count == KEYS
+                        || key_count - first >= FEW_KEYS
+                        || keys[first..key_count].contains(&key)
+                    {
                         return false;
                     }
-                    keys.push(key);
+                    keys[key_count] = key;
+                    key_count += 1;
                     expect_key = false;
                 }
             }
-            b'{' | b'[' => {
-                if open.len() >= max_depth {
+            c @ (b'{' | b'[') => {
+                if depth >= max_depth {
                     return false;
                 }
-                open.push(bytes[i]);
-                expect_key = bytes[i] == b'{';
+                open[depth] = c;
+                depth += 1;
+                expect_key = c == b'{';
                 if expect_key {
-                    object_starts.push(keys.len());
+                    object_starts[objects] = key_count;
+                    objects += 1;
                 }
             }
             b'}' => {
-                if open.pop() != Some(b'{') {
+                if depth == 0 || open[depth - 1] != b'{' {
                     return false;
                 }
-                keys.truncate(object_starts.pop().expect("an open object"));
+                depth -= 1;
+                objects -= 1;
+                key_count = object_starts[objects];
                 expect_key = false;
             }
             b']' => {
-                if open.pop() != Some(b'[') {
+                if depth == 0 || open[depth - 1] != b'[' {
                     return false;
                 }
+                depth -= 1;
                 expect_key = false;
             }
-            b',' => expect_key = open.last() == Some(&b'{'),
+            b',' => expect_key = depth > 0 && open[depth - 1] == b'{',
             _ => {}
         }
         i += 1;
     }
-    open.is_empty()
+    depth == 0
 }
 
 const DUPLICATE: &str = "duplicate key";
@@ -339,6 +355,19 @@ mod tests {
         assert!(!plainly_strict(br#"{"a":1,"a":2}"#, 64));
         assert!(!plainly_strict(br#"[[["#, 64));
         assert!(!plainly_strict(br#"[[[1]]]"#, 2));
+        // Past what it keeps on the stack it defers to the full check, which accepts.
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        assert!(!plainly_strict(deep.as_bytes(), 64));
+        assert!(validate(deep.as_bytes(), &Limits::default()).is_ok());
+        let wide = format!(
+            "{{{}}}",
+            (0..40)
+                .map(|i| format!("\"k{i}\":{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(!plainly_strict(wide.as_bytes(), 64));
+        assert!(validate(wide.as_bytes(), &Limits::default()).is_ok());
     }
 
     #[test]
