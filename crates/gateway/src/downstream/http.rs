@@ -79,9 +79,9 @@ pub fn service(gateway: Arc<Gateway>, local: SocketAddr) -> Front {
 }
 
 /// The MCP listener's service. Every call of a tool is a `POST` to `/mcp` or
-/// `/mcp/{server}`: those skip the router's matching, extractors (which copy the headers) and
-/// response middleware (about 8% of the gateway's instructions per call). The router serves the rest
-/// (and the `POST`s whose path it must decode).
+/// `/mcp/{server}`: those skip the router's matching, extractors (which copy the headers)
+/// and response middleware, about 8% of the gateway's instructions per call. The router
+/// serves the rest (and the `POST`s whose path it must decode).
 #[derive(Clone)]
 pub struct Front {
     state: Arc<AppState>,
