@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use toolgate_policy::AuditSpec;
 use toolgate_state::{AuditRecord, AuditSink};
@@ -263,7 +262,7 @@ pub fn describe_args(
     let Some(arguments) = arguments else {
         return (Vec::new(), None, None);
     };
-    let digest = crate::to_hex(&Sha256::digest(arguments.get().as_bytes()));
+    let digest = crate::manage::text_sha256(arguments.get());
     let keys = parsed
         .as_object()
         .map(|m| m.keys().cloned().collect())
@@ -278,6 +277,7 @@ pub fn describe_args(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
     use toolgate_wire::raw;
 
     #[test]

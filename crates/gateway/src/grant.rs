@@ -150,7 +150,7 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("tg_{}", hex::encode(bytes))
+    format!("tg_{}", crate::to_hex(&bytes))
 }
 
 #[cfg(test)]
@@ -182,7 +182,7 @@ mod tests {
     fn stored(name: &str, token: &str, policy: &str) -> toolgate_state::StoredGrant {
         toolgate_state::StoredGrant {
             name: name.into(),
-            token_sha256: hex::encode(token_digest(token)),
+            token_sha256: crate::to_hex(&token_digest(token)),
             policy: Some(policy.into()),
             created_ms: 1,
             updated_ms: 1,

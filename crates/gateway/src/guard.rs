@@ -610,7 +610,7 @@ impl Guard {
     ) -> Approved {
         let now = now_ms();
         let held = PendingApproval {
-            id: hex::encode(rand::random::<[u8; 16]>()),
+            id: crate::to_hex(&rand::random::<[u8; 16]>()),
             status: ApprovalStatus::Pending,
             created_ms: now,
             expires_ms: now + approval.timeout_ms,
@@ -618,9 +618,7 @@ impl Guard {
             session: call.session.to_owned(),
             server: call.server.to_owned(),
             tool: call.tool.to_owned(),
-            args_sha256: hex::encode(Sha256::digest(
-                call.arguments.map_or("{}", |a| a.get()).as_bytes(),
-            )),
+            args_sha256: crate::manage::text_sha256(call.arguments.map_or("{}", |a| a.get())),
             arguments: policy.audit().redacted(args),
             rule: decision.rule.clone(),
             policy_version: policy.version.clone(),
@@ -849,7 +847,7 @@ impl Guard {
             &self.state_key,
             &[b"approval", grant.as_bytes(), id.as_bytes()],
         );
-        format!("{APPROVAL_STATE_PREFIX}{id}.{}", hex::encode(mac))
+        format!("{APPROVAL_STATE_PREFIX}{id}.{}", crate::to_hex(&mac))
     }
 
     /// The approval a `requestState` names, if it is one this gateway (or one sharing its
@@ -870,7 +868,7 @@ impl Guard {
     pub fn approval_link(&self, id: &str) -> Option<String> {
         let base = self.admin_url.as_ref()?;
         let key = crate::seal::mac(&self.state_key, &[b"approval-link", id.as_bytes()]);
-        Some(format!("{base}/approve/{id}?key={}", hex::encode(key)))
+        Some(format!("{base}/approve/{id}?key={}", crate::to_hex(&key)))
     }
 
     /// Whether `key` is the one [`Guard::approval_link`] put in approval `id`'s link.

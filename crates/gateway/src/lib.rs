@@ -29,7 +29,7 @@ pub use guard::Guard;
 pub use stores::Stores;
 
 /// Lower-case hex of `bytes`, in one allocation: `hex::encode` collects a `char` at a time,
-/// and the call path hexes a digest or an id on every call.
+/// and the call path hexes a digest or an id on every call. The crate's one way to hex.
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     hex::encode_to_slice(bytes, &mut out).expect("the buffer is twice the input");

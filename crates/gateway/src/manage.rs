@@ -109,7 +109,7 @@ impl GrantAdmin<'_> {
         let now = now_ms();
         let grant = StoredGrant {
             name: name.to_owned(),
-            token_sha256: hex::encode(token_digest(&token)),
+            token_sha256: crate::to_hex(&token_digest(&token)),
             policy: policy.clone(),
             created_ms: now,
             updated_ms: now,
@@ -134,7 +134,7 @@ impl GrantAdmin<'_> {
     pub async fn rotate(&self, name: &str) -> Result<String, GrantError> {
         let token = new_token();
         let change = GrantChange {
-            token_sha256: Some(hex::encode(token_digest(&token))),
+            token_sha256: Some(crate::to_hex(&token_digest(&token))),
             policy: None,
         };
         self.change(name, change).await?;
@@ -170,9 +170,10 @@ impl GrantAdmin<'_> {
     }
 }
 
-/// SHA-256 of a text, hex: how a policy editor tells whether the file changed under it.
+/// SHA-256 of a text, hex: how a policy editor tells whether the file changed under it, and
+/// how audit records and approvals name a call's arguments.
 pub fn text_sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+    crate::to_hex(&Sha256::digest(text.as_bytes()))
 }
 
 /// Why a policy was not saved.

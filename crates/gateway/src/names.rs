@@ -21,7 +21,7 @@ pub fn exposed(server: &str, name: &str) -> String {
     if clean && full_len <= MAX_NAME && !name.is_empty() {
         return format!("{server}{SEPARATOR}{name}");
     }
-    let hash = hex::encode(&Sha256::digest(name.as_bytes())[..4]);
+    let hash = crate::to_hex(&Sha256::digest(name.as_bytes())[..4]);
     let room = MAX_NAME.saturating_sub(server.len() + SEPARATOR.len() + 1 + hash.len());
     let kept: String = name
         .chars()

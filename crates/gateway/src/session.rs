@@ -1228,7 +1228,7 @@ impl Session {
     ) -> Message {
         let mut bytes = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        let state = format!("{REQUEST_STATE_PREFIX}{}", hex::encode(bytes));
+        let state = format!("{REQUEST_STATE_PREFIX}{}", crate::to_hex(&bytes));
         let deadline = flight.deadline;
         // Nobody polls a parked flight: its transport work goes on by itself.
         if let Some(io) = flight.io.take() {

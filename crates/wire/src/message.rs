@@ -31,8 +31,9 @@ impl Message {
         // The common case takes one structural pass and the parse below; anything the
         // structural pass cannot vouch for gets the full check first, as does a message that
         // then fails to parse (for the full check's precise error).
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         let plain = bytes.len() <= limits.max_bytes
-            && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+            && first == Some(&b'{')
             && strict::plainly_strict(bytes, limits.max_depth);
         if !plain {
             validate(bytes, limits)?;
@@ -41,7 +42,7 @@ impl Message {
             Err(e) => e,
             Ok(()) => WireError::new(ErrorCode::Parse, fallback),
         };
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        match first {
             Some(b'{') => {}
             Some(b'[') => {
                 return Err(WireError::new(
