@@ -3,7 +3,8 @@
 # times, the count does not move with the load on a shared machine, so it tells whether a
 # change to the call path made the gateway do less (see BENCHMARKS.md).
 #
-# Usage: scripts/instructions.sh [CALLS]    (TOOLGATE_BIN_DIR=DIR to measure other builds)
+# Usage: scripts/instructions.sh [CALLS]    (TOOLGATE_BIN_DIR=DIR to measure other builds,
+# TOOLGATE_EXTRA_CONFIG=TOML to append to the gateway's configuration)
 # Needs release builds (cargo build --release -p toolgate -p toolgate-demo-server), valgrind,
 # curl and python3. Runs `toolgate serve` under callgrind in front of `demo-mcp-server`, once
 # over stdio and once over HTTP, then `toolgate stdio` in front of it; for each, sends 200
@@ -58,6 +59,8 @@ url = "http://127.0.0.1:$demo_port/mcp"
 token_sha256 = "$digest"
 policy = "$work/policy.json"
 EOF
+# Extra configuration for experiments, e.g. TOOLGATE_EXTRA_CONFIG=$'[audit]\nenabled = false'.
+printf '%s\n' "${TOOLGATE_EXTRA_CONFIG:-}" >> "$work/gateway.toml"
 
 "$bin/demo-mcp-server" --http "127.0.0.1:$demo_port" > "$work/demo.log" 2>&1 &
 pids+=($!)

@@ -1031,3 +1031,40 @@ def test_slowloris_clients_do_not_stop_others_from_being_served(gateway_factory)
         for s in socks:
             s.close()
     assert_echo_works(gw, sid)
+
+
+def read_until_closed(sock: socket.socket, within: float) -> bytes:
+    """What the server sends before it closes the connection; fails if it is still open."""
+    sock.settimeout(within)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pytest.fail(f"the gateway kept the connection open for {within} s; it sent {data[:200]!r}")
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_connections_that_do_not_send_a_head_in_time_are_closed(gateway_factory):
+    gw = gateway_factory(demo_server(), limits='header_timeout = "1s"')
+    sid = open_session(gw)
+    silent = socket.create_connection(("127.0.0.1", gw.port))
+    partial = socket.create_connection(("127.0.0.1", gw.port))
+    partial.sendall(f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nAuthorization: Bearer {TOKEN}\r\n".encode())
+    started = time.monotonic()
+    try:
+        for sock in (silent, partial):
+            assert b"200 OK" not in read_until_closed(sock, 10)
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
+        partial.close()
+    # a client that keeps its connection and idles past the deadline goes on, on a new one
+    with httpx.Client(timeout=30) as client:
+        for i in range(3):
+            r = client.post(gw.url, json=echo_call(i, f"after-idle-{i}"), headers=session_headers(sid))
+            assert r.status_code == 200, r.text
+            assert response_of(r)["result"]["content"][0]["text"] == f"after-idle-{i}"
+            time.sleep(1.5)

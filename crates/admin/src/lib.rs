@@ -150,15 +150,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
+    let header_timeout = gateway.config.limits.header_timeout;
     let state = new_state(gateway, local);
     let code = state.web.one_time_code();
     tracing::info!(address = %local, "admin API and web UI listening");
     tracing::warn!(
         "admin web UI: log in at http://{local}/login?once={code} (one use, within 15 minutes)"
     );
-    axum::serve(listener, router_with(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    toolgate_gateway::listener::serve(listener, router_with(state), header_timeout, shutdown).await;
+    Ok(())
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response {

@@ -307,6 +307,9 @@ pub struct LimitsConfig {
     pub streams_per_grant: usize,
     /// A session unused this long is closed.
     pub session_idle_timeout: Duration,
+    /// How long an HTTP client has to send a request's head, from connecting or from the
+    /// previous answer (slowloris; idle keep-alive connections close after it).
+    pub header_timeout: Duration,
     /// Items per page of the gateway's own list results.
     pub page_size: usize,
 }
@@ -460,6 +463,7 @@ struct RawLimits {
     sessions_per_grant: Option<usize>,
     streams_per_grant: Option<usize>,
     session_idle_timeout: Option<String>,
+    header_timeout: Option<String>,
     page_size: Option<usize>,
 }
 
@@ -567,6 +571,19 @@ impl Config {
                 Some(s) => parse_duration(&s)
                     .map_err(|m| invalid("limits.session_idle_timeout".into(), None, m))?,
                 None => d.session_idle_timeout,
+            },
+            header_timeout: match l.header_timeout {
+                Some(s) => parse_duration(&s)
+                    .ok()
+                    .filter(|t| !t.is_zero())
+                    .ok_or_else(|| {
+                        invalid(
+                            "limits.header_timeout".into(),
+                            None,
+                            format!("{s:?} is not a duration above zero like \"30s\""),
+                        )
+                    })?,
+                None => d.header_timeout,
             },
             page_size: l.page_size.unwrap_or(d.page_size).max(1),
         };
@@ -910,6 +927,7 @@ impl Default for LimitsConfig {
             sessions_per_grant: 256,
             streams_per_grant: 256,
             session_idle_timeout: Duration::from_secs(30 * 60),
+            header_timeout: Duration::from_secs(30),
             page_size: 500,
         }
     }

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod grant;
 pub mod guard;
 pub mod inventory;
+pub mod listener;
 pub mod manage;
 pub mod metrics;
 pub mod names;
@@ -88,13 +89,8 @@ pub async fn serve_http(
             let _ = stopped_tx.send(());
         }
     };
-    // Replies are small and written whole: send them at once rather than wait for Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app))
-        .with_graceful_shutdown(signal);
-    let server = tokio::spawn(async move { server.await });
+    let header_timeout = gateway.config.limits.header_timeout;
+    let server = tokio::spawn(listener::serve(listener, app, header_timeout, signal));
     let _ = stopped_rx.await;
     if tokio::time::timeout(grace, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
