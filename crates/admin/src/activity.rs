@@ -183,13 +183,8 @@ pub(crate) async fn stream(
 pub(crate) async fn overview(State(state): Shared, _: Viewer) -> Response {
     let now = now_ms();
     let start = (now / 60_000 - 59) * 60_000;
-    let filter = AuditFilter {
-        since_ms: Some(start),
-        limit: 200_000,
-        ..Default::default()
-    };
-    let records = match state.gateway.audit.sink().query(&filter).await {
-        Ok(r) => r,
+    let tallies = match state.gateway.audit.sink().tally(start).await {
+        Ok(t) => t,
         Err(e) => return unavailable(e),
     };
     let mut minutes = vec![(0u64, 0u64); 60];
@@ -197,23 +192,24 @@ pub(crate) async fn overview(State(state): Shared, _: Viewer) -> Response {
     let mut tools: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
     let mut upstream_errors: HashMap<&str, u64> = HashMap::new();
     // A held call is recorded when it is held and again when decided: count it once.
-    for r in records
-        .iter()
-        .filter(|r| r.kind == "call" && r.decision != "approval_pending")
-    {
-        let refused = REFUSALS.contains(&r.decision.as_str());
-        let slot = ((r.at_ms.saturating_sub(start)) / 60_000).min(59) as usize;
-        minutes[slot].0 += 1;
-        minutes[slot].1 += u64::from(refused);
-        *decisions.entry(r.decision.as_str()).or_default() += 1;
-        let server = r.server.as_deref().unwrap_or("");
-        if let Some(tool) = r.tool.as_deref() {
-            let t = tools.entry((server, tool)).or_default();
-            t.0 += 1;
-            t.1 += u64::from(refused);
+    for t in tallies.iter().filter(|t| t.decision != "approval_pending") {
+        let refused = if REFUSALS.contains(&t.decision.as_str()) {
+            t.count
+        } else {
+            0
+        };
+        let slot = ((t.minute_ms.saturating_sub(start)) / 60_000).min(59) as usize;
+        minutes[slot].0 += t.count;
+        minutes[slot].1 += refused;
+        *decisions.entry(t.decision.as_str()).or_default() += t.count;
+        let server = t.server.as_deref().unwrap_or("");
+        if let Some(tool) = t.tool.as_deref() {
+            let entry = tools.entry((server, tool)).or_default();
+            entry.0 += t.count;
+            entry.1 += refused;
         }
-        if r.decision == "upstream_error" {
-            *upstream_errors.entry(server).or_default() += 1;
+        if t.decision == "upstream_error" {
+            *upstream_errors.entry(server).or_default() += t.count;
         }
     }
     let mut top: Vec<_> = tools.into_iter().collect();

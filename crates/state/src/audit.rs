@@ -97,6 +97,21 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+/// How many call records one minute holds with one decision, server and tool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AuditTally {
+    /// The minute's start, UTC milliseconds.
+    pub minute_ms: u64,
+    /// The records' decision.
+    pub decision: String,
+    /// The upstream server, if the records name one.
+    pub server: Option<String>,
+    /// The tool, if the records name one.
+    pub tool: Option<String>,
+    /// How many records.
+    pub count: u64,
+}
+
 /// Where audit records go.
 pub trait AuditSink: Send + Sync {
     /// Appends records, all or none, assigning their ids. Borrowed: a writer keeps its batch
@@ -110,6 +125,10 @@ pub trait AuditSink: Send + Sync {
     /// Deletes records older than `before_ms`, then the oldest beyond `keep` records.
     /// Returns how many went.
     fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// The call records (`kind = "call"`) at or after `since_ms`, counted per minute, decision,
+    /// server and tool where they are stored: an hour of a busy gateway is millions of
+    /// records, too many to move for an overview. In no particular order.
+    fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>>;
 }
 
 /// Audit records in this process's memory (tests; a gateway without a state directory).
@@ -193,6 +212,36 @@ impl AuditSink for MemoryAudit {
             (before - all.len()) as u64
         });
         Box::pin(std::future::ready(Ok(gone)))
+    }
+
+    fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
+        let counts = self.with(|all| {
+            let mut counts = std::collections::BTreeMap::new();
+            for r in all
+                .iter()
+                .filter(|r| r.kind == "call" && r.at_ms >= since_ms)
+            {
+                let key = (
+                    r.at_ms / 60_000 * 60_000,
+                    r.decision.clone(),
+                    r.server.clone(),
+                    r.tool.clone(),
+                );
+                *counts.entry(key).or_insert(0u64) += 1;
+            }
+            counts
+        });
+        let tallies = counts
+            .into_iter()
+            .map(|((minute_ms, decision, server, tool), count)| AuditTally {
+                minute_ms,
+                decision,
+                server,
+                tool,
+                count,
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(tallies)))
     }
 }
 
@@ -322,6 +371,51 @@ pub(crate) mod tests {
                 ..full
             }
         );
+        tally_contract(sink).await;
+    }
+
+    /// Counting happens where the records are: per minute, decision, server and tool, calls
+    /// only, from the given time on.
+    async fn tally_contract(sink: &dyn AuditSink) {
+        let minute = 60_000 * 29_000_000;
+        let call = |at: u64, server: Option<&str>, tool: &str, decision: &str| AuditRecord {
+            server: server.map(Into::into),
+            ..record(at, "dave", tool, decision)
+        };
+        sink.append(&[
+            call(minute - 1, Some("ssh"), "ssh_exec", "allowed"),
+            call(minute, Some("ssh"), "ssh_exec", "allowed"),
+            call(minute + 59_999, Some("ssh"), "ssh_exec", "allowed"),
+            call(minute + 30_000, Some("ssh"), "ssh_exec", "denied"),
+            call(minute + 60_000, Some("ssh"), "ssh_exec", "allowed"),
+            call(minute + 61_000, Some("docs"), "ssh_exec", "allowed"),
+            call(minute + 62_000, None, "search", "upstream_error"),
+            AuditRecord {
+                kind: "admin".into(),
+                ..call(minute + 1_000, Some("ssh"), "ssh_exec", "pin_approved")
+            },
+        ])
+        .await
+        .unwrap();
+        let mut tallies = sink.tally(minute).await.unwrap();
+        tallies.sort();
+        let tally = |m: u64, decision: &str, server: Option<&str>, tool: &str, count| AuditTally {
+            minute_ms: minute + m * 60_000,
+            decision: decision.into(),
+            server: server.map(Into::into),
+            tool: Some(tool.into()),
+            count,
+        };
+        let mut expected = vec![
+            tally(0, "allowed", Some("ssh"), "ssh_exec", 2),
+            tally(0, "denied", Some("ssh"), "ssh_exec", 1),
+            tally(1, "allowed", Some("ssh"), "ssh_exec", 1),
+            tally(1, "allowed", Some("docs"), "ssh_exec", 1),
+            tally(1, "upstream_error", None, "search", 1),
+        ];
+        expected.sort();
+        assert_eq!(tallies, expected);
+        assert!(sink.tally(minute + 120_000).await.unwrap().is_empty());
     }
 
     /// A record with every field set, odd characters included.

@@ -17,7 +17,7 @@ pub mod sqlite;
 mod testing;
 
 pub use approvals::{Approval, ApprovalStatus, ApprovalStore, MemoryApprovals};
-pub use audit::{AuditFilter, AuditRecord, AuditSink, MemoryAudit};
+pub use audit::{AuditFilter, AuditRecord, AuditSink, AuditTally, MemoryAudit};
 pub use counters::{
     BoxFuture, CounterSpec, CounterStore, MemoryCounters, Reservation, Reserve, StoreError, Usage,
 };

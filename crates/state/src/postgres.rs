@@ -11,13 +11,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
-use crate::audit::{AuditFilter, AuditRecord, AuditSink};
+use crate::audit::{AuditFilter, AuditRecord, AuditSink, AuditTally};
 use crate::counters::{BoxFuture, StoreError};
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
     GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
-    bind_audit_filter, encode, pin_record, stored_grant,
+    audit_tallies, audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
 };
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
@@ -537,6 +537,22 @@ impl AuditSink for PostgresState {
             }
             .await;
             Self::end(tx, result).await
+        })
+    }
+
+    fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
+        Box::pin(async move {
+            let sql = sqlx::AssertSqlSafe(audit_tally_query("$1", |text, index, member| {
+                format!(
+                    "CASE WHEN substr({text}, 1, 1) = '[' THEN {text}::json ->> {index} ELSE {text}::json ->> '{member}' END"
+                )
+            }));
+            let rows = sqlx::query(sql)
+                .bind(since_ms.min(i64::MAX as u64) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            audit_tallies(&rows)
         })
     }
 }

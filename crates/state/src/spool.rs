@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use crate::audit::{AuditFilter, AuditRecord, AuditSink};
+use crate::audit::{AuditFilter, AuditRecord, AuditSink, AuditTally};
 use crate::counters::{BoxFuture, StoreError};
 
 /// How often a non-empty spool tries the database again.
@@ -234,6 +234,10 @@ impl AuditSink for SpooledAudit {
     fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.prune(before_ms, keep)
     }
+
+    fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
+        self.inner.tally(since_ms)
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +274,10 @@ mod tests {
         }
         fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
             self.inner.prune(before_ms, keep)
+        }
+
+        fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
+            self.inner.tally(since_ms)
         }
     }
 

@@ -4,7 +4,7 @@
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::approvals::{Approval, expire};
-use crate::audit::{AuditFilter, AuditRecord};
+use crate::audit::{AuditFilter, AuditRecord, AuditTally};
 use crate::counters::StoreError;
 use crate::grants::StoredGrant;
 use crate::pins::{PinRecord, Pinned};
@@ -198,6 +198,45 @@ where
         Some(_) => rows.iter().map(decode).collect(),
         None => rows.iter().rev().map(decode).collect(),
     }
+}
+
+/// What [`AuditSink::tally`](crate::AuditSink::tally) counts, in a dialect's words: `{since}`
+/// is the placeholder of the start, `{server}` and `{kind}` read the record text's server and
+/// kind (element 4 or 1 of a row in the array encoding, members of one in the object encoding
+/// of earlier versions). A row is a call when its text starts `[1,"call",` (no parse needed).
+pub(crate) fn audit_tally_query(since: &str, element: fn(&str, usize, &str) -> String) -> String {
+    let server = element("record", 4, "server");
+    let kind = element("record", 1, "kind");
+    format!(
+        "SELECT at_ms / 60000 * 60000 AS minute, decision, {server} AS server, tool, COUNT(*)
+         FROM audit
+         WHERE at_ms >= {since}
+           AND CASE WHEN substr(record, 1, 1) = '[' THEN substr(record, 1, 10) = '[1,\"call\",'
+                    ELSE {kind} = 'call' END
+         GROUP BY 1, 2, 3, 4"
+    )
+}
+
+/// The tallies of [`audit_tally_query`]'s rows.
+pub(crate) fn audit_tallies<R>(rows: &[R]) -> Result<Vec<AuditTally>, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let get = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
+    rows.iter()
+        .map(|row| {
+            Ok(AuditTally {
+                minute_ms: row.try_get::<i64, _>(0).map_err(get)?.max(0) as u64,
+                decision: row.try_get(1).map_err(get)?,
+                server: row.try_get(2).map_err(get)?,
+                tool: row.try_get(3).map_err(get)?,
+                count: row.try_get::<i64, _>(4).map_err(get)?.max(0) as u64,
+            })
+        })
+        .collect()
 }
 
 /// The query for a filter: `SELECT <AUDIT_COLUMNS> ... ORDER BY id DESC LIMIT` (the newest), or

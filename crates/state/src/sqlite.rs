@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
-use crate::audit::{AuditFilter, AuditRecord, AuditSink};
+use crate::audit::{AuditFilter, AuditRecord, AuditSink, AuditTally};
 use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
@@ -22,7 +22,7 @@ use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
     GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
-    bind_audit_filter, encode, pin_record, stored_grant,
+    audit_tallies, audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
@@ -722,6 +722,22 @@ impl AuditSink for SqliteState {
             Self::end(conn, result).await
         })
     }
+
+    fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
+        Box::pin(async move {
+            let sql = sqlx::AssertSqlSafe(audit_tally_query("?1", |text, index, member| {
+                format!(
+                    "CASE WHEN substr({text}, 1, 1) = '[' THEN {text} ->> '$[{index}]' ELSE {text} ->> '$.{member}' END"
+                )
+            }));
+            let rows = sqlx::query(sql)
+                .bind(since_ms.min(i64::MAX as u64) as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            audit_tallies(&rows)
+        })
+    }
 }
 
 impl ApprovalStore for SqliteState {
@@ -972,6 +988,17 @@ mod tests {
             .await
             .unwrap();
         assert!(text.starts_with("[1,\"call\""), "{text}");
+        // Counted alike, whichever encoding.
+        assert_eq!(
+            store.tally(0).await.unwrap(),
+            [crate::AuditTally {
+                minute_ms: 0,
+                decision: "approval_denied".into(),
+                server: Some("ssh".into()),
+                tool: Some("ssh_exec".into()),
+                count: 2,
+            }]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
