@@ -1068,3 +1068,26 @@ def test_connections_that_do_not_send_a_head_in_time_are_closed(gateway_factory)
             assert r.status_code == 200, r.text
             assert response_of(r)["result"]["content"][0]["text"] == f"after-idle-{i}"
             time.sleep(1.5)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_the_next_request_is_served(gateway_factory):
+    gw = gateway_factory(demo_server(), limits='body_timeout = "1s"')
+    sid = open_session(gw)
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    try:
+        sock.sendall(
+            (
+                f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: {PROTOCOL}\r\n"
+                f"Content-Length: 1000\r\n\r\n{{\"jsonrpc\": "
+            ).encode()
+        )
+        started = time.monotonic()
+        answer = read_until_closed(sock, 10)
+        assert time.monotonic() - started < 5
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["error"]["message"] == "the request body did not arrive within 1 s", body
+    assert_echo_works(gw, sid)

@@ -310,6 +310,8 @@ pub struct LimitsConfig {
     /// How long an HTTP client has to send a request's head, from connecting or from the
     /// previous answer (slowloris; idle keep-alive connections close after it).
     pub header_timeout: Duration,
+    /// How long a `POST /mcp` body may take to arrive once its head has (408 beyond).
+    pub body_timeout: Duration,
     /// Items per page of the gateway's own list results.
     pub page_size: usize,
 }
@@ -464,6 +466,7 @@ struct RawLimits {
     streams_per_grant: Option<usize>,
     session_idle_timeout: Option<String>,
     header_timeout: Option<String>,
+    body_timeout: Option<String>,
     page_size: Option<usize>,
 }
 
@@ -559,6 +562,19 @@ impl Config {
             )
         })?;
 
+        let positive_duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(s) => parse_duration(&s)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or_else(|| {
+                    invalid(
+                        key.into(),
+                        None,
+                        format!("{s:?} is not a duration above zero like \"30s\""),
+                    )
+                }),
+        };
         let d = LimitsConfig::default();
         let l = raw.limits;
         let limits = LimitsConfig {
@@ -572,19 +588,12 @@ impl Config {
                     .map_err(|m| invalid("limits.session_idle_timeout".into(), None, m))?,
                 None => d.session_idle_timeout,
             },
-            header_timeout: match l.header_timeout {
-                Some(s) => parse_duration(&s)
-                    .ok()
-                    .filter(|t| !t.is_zero())
-                    .ok_or_else(|| {
-                        invalid(
-                            "limits.header_timeout".into(),
-                            None,
-                            format!("{s:?} is not a duration above zero like \"30s\""),
-                        )
-                    })?,
-                None => d.header_timeout,
-            },
+            header_timeout: positive_duration(
+                "limits.header_timeout",
+                l.header_timeout,
+                d.header_timeout,
+            )?,
+            body_timeout: positive_duration("limits.body_timeout", l.body_timeout, d.body_timeout)?,
             page_size: l.page_size.unwrap_or(d.page_size).max(1),
         };
         let state_duration = |key: &str, value: &Option<String>, default: Duration| match value {
@@ -928,6 +937,7 @@ impl Default for LimitsConfig {
             streams_per_grant: 256,
             session_idle_timeout: Duration::from_secs(30 * 60),
             header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
             page_size: 500,
         }
     }
@@ -1281,6 +1291,22 @@ policy = "policies/alice.json"
             err.contains("servers.a.url") && err.contains("NOPE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn request_deadlines_default_and_must_be_above_zero() {
+        let c = parse("[limits]\nbody_timeout = \"5s\"\n").unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.body_timeout, Duration::from_secs(5));
+        for key in ["header_timeout", "body_timeout"] {
+            let err = parse(&format!("[limits]\n{key} = \"0s\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("limits.{key}")) && err.contains("above zero"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -260,9 +260,26 @@ async fn post(
     {
         return too_large();
     }
-    let bytes = match axum::body::to_bytes(body, limits.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => return too_large(),
+    // A small body is usually in hyper's buffer already: no timer unless it is not.
+    let mut read = std::pin::pin!(axum::body::to_bytes(body, limits.max_body_bytes));
+    let read = match futures_util::FutureExt::now_or_never(&mut read) {
+        Some(read) => Ok(read),
+        None => tokio::time::timeout(limits.body_timeout, read).await,
+    };
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                None,
+                ErrorCode::InvalidRequest,
+                &format!(
+                    "the request body did not arrive within {} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            );
+        }
     };
     let wire_limits = Limits {
         max_bytes: limits.max_body_bytes,
