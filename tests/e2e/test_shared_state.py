@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
-from conftest import OTHER_TOKEN, ROOT, TOOLGATE, Gateway, toml_str
+from conftest import OTHER_TOKEN, ROOT, TOOLGATE, Gateway, free_port, sha256_hex, toml_str, wait_for_port
 from test_policy import (
     STORE_DENIAL,
     UTC_TIME,
@@ -696,3 +697,41 @@ async def test_with_redis_down_an_operator_still_lists_and_approves_held_calls_w
     assert_passed(results[0], "ssh", "create_charge", charge)
     assert cli["released_in"] < 3.0 + 1.5
     assert cli["audit"].returncode == 0, f"toolgate audit with Redis down: {cli['audit'].stderr.strip()}"
+
+
+def test_a_web_ui_login_on_one_instance_holds_on_the_other_until_it_logs_out(gateway_factory, shared_services):
+    state = shared_services.fresh_state()
+    admin_token = "tg_admin_token_shared_web"
+    bases = []
+    gateways = []
+    for _ in range(2):
+        port = free_port()
+        gw = gateway_factory(
+            policy_server("ssh", CallLog(Path(tempfile.mkdtemp()) / "calls.jsonl")),
+            state=state,
+            listen_extra=f'admin = "127.0.0.1:{port}"',
+            extra=f'\n[admin.tokens.ops]\ntoken_sha256 = "{sha256_hex(admin_token)}"\nrole = "admin"\n',
+        )
+        wait_for_port(port, gw.proc)
+        gateways.append(gw)
+        bases.append(f"http://127.0.0.1:{port}")
+    a, b = bases
+    # The one-time link printed by A logs in on A (it is A's own).
+    [code] = re.findall(r"/login\?once=([0-9a-f]{64})", gateways[0].log())
+    login = httpx.get(f"{a}/login?once={code}", follow_redirects=False)
+    assert login.status_code == 303, login.text
+    value = re.match(r"tg_admin=([0-9a-f]{64});", login.headers["set-cookie"]).group(1)
+    jar = {"Cookie": f"tg_admin={value}"}
+    # B knows the session and its CSRF token.
+    page = httpx.get(f"{b}/approvals", headers=jar, follow_redirects=False)
+    assert page.status_code == 200 and "one-time-link (admin)" in page.text, page.text[:300]
+    csrf = re.search(r'name="csrf-token" content="([0-9a-f]{64})"', page.text).group(1)
+    assert httpx.get(f"{a}/approvals", headers=jar).text.count(csrf) >= 1, "A and B derive the same token"
+    assert httpx.get(f"{b}/api/approvals", headers=jar).status_code == 200
+    change = httpx.post(f"{b}/api/approvals/none/approve", headers={**jar, "X-CSRF-Token": csrf}, json={})
+    assert change.status_code == 409 and "no pending approval" in change.text, change.text
+    # Logging out on B ends it on A too.
+    out = httpx.post(f"{b}/logout", headers=jar, data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    assert httpx.get(f"{a}/api/approvals", headers=jar).status_code == 401
+    assert httpx.get(f"{a}/approvals", headers=jar, follow_redirects=False).headers["location"] == "/login"

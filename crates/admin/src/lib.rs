@@ -110,10 +110,11 @@ pub fn router(gateway: Arc<Gateway>, local: SocketAddr) -> Router {
 
 fn new_state(gateway: Arc<Gateway>, local: SocketAddr) -> Arc<Admin> {
     let access = HostCheck::for_listener(&gateway.config, local.port());
+    let web = web::WebSessions::new(gateway.guard.stores().web_sessions.clone());
     Arc::new(Admin {
         gateway,
         access,
-        web: web::WebSessions::default(),
+        web,
         surveyed: Default::default(),
     })
 }
@@ -178,7 +179,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// A store failure, as the API reports it.
-fn unavailable(e: impl std::fmt::Display) -> Response {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
 }
 
@@ -194,7 +195,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes, shape: &str) -> Result<T, Response> 
 
 /// Host, Origin, credentials (a bearer token, or a web session whose changes carry its CSRF
 /// token) and role, in that order.
-fn authorize(
+async fn authorize(
     state: &Admin,
     method: &Method,
     headers: &HeaderMap,
@@ -213,7 +214,8 @@ fn authorize(
             }
         }
         None => {
-            let Some((_, session)) = state.web.of_request(headers) else {
+            let found = state.web.of_request(headers).await.map_err(unavailable)?;
+            let Some((_, session)) = found else {
                 return Err(error(
                     StatusCode::UNAUTHORIZED,
                     "an admin token (Authorization: Bearer ...) or a web UI login is required",
@@ -258,7 +260,9 @@ impl<const R: u8> axum::extract::FromRequestParts<Arc<Admin>> for Authorized<R> 
             1 => AdminRole::PolicyManager,
             _ => AdminRole::Admin,
         };
-        authorize(state, &parts.method, &parts.headers, needs).map(Authorized)
+        authorize(state, &parts.method, &parts.headers, needs)
+            .await
+            .map(Authorized)
     }
 }
 
@@ -280,7 +284,7 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
     }
 }
 
-fn role_name(role: AdminRole) -> &'static str {
+pub(crate) fn role_name(role: AdminRole) -> &'static str {
     match role {
         AdminRole::Viewer => "viewer",
         AdminRole::PolicyManager => "policy_manager",

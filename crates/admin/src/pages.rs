@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 use toolgate_gateway::config::AdminRole;
 
-use crate::{Admin, Shared, error, find, role_name, web};
+use crate::{Admin, Shared, error, find, role_name, unavailable, web};
 use std::sync::Arc;
 
 /// A page: its path, title, navigation label, the fragment inside `<main>` and its script.
@@ -119,8 +119,10 @@ async fn show(State(state): Shared, headers: HeaderMap, index: usize) -> Respons
     if let Some((status, message)) = state.access.refusal(&headers) {
         return error(status, &message);
     }
-    let Some((_, session)) = state.web.of_request(&headers) else {
-        return Redirect::to("/login").into_response();
+    let session = match state.web.of_request(&headers).await {
+        Ok(Some((_, session))) => session,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return unavailable(e),
     };
     let p = &PAGES[index];
     page(
@@ -252,11 +254,14 @@ async fn login_page(
             .into_response();
     }
     tracing::warn!(target: "toolgate::audit", event = "admin_login", by = "one-time-link", "web UI login with the one-time link");
-    logged_in(&state, "one-time-link", AdminRole::Admin)
+    logged_in(&state, "one-time-link", AdminRole::Admin).await
 }
 
-fn logged_in(state: &Admin, name: &str, role: AdminRole) -> Response {
-    let (value, _) = state.web.create(name, role);
+async fn logged_in(state: &Admin, name: &str, role: AdminRole) -> Response {
+    let value = match state.web.create(name, role).await {
+        Ok((value, _)) => value,
+        Err(e) => return unavailable(e),
+    };
     (
         StatusCode::SEE_OTHER,
         [
@@ -282,7 +287,7 @@ async fn login(State(state): Shared, headers: HeaderMap, Form(form): Form<LoginF
         Some(t) => {
             tracing::info!(target: "toolgate::audit", event = "admin_login", by = %t.name, "web UI login");
             let (name, role) = (t.name.clone(), t.role);
-            logged_in(&state, &name, role)
+            logged_in(&state, &name, role).await
         }
         None => (
             StatusCode::UNAUTHORIZED,
@@ -313,14 +318,16 @@ async fn logout(
     if let Some((status, message)) = state.access.refusal(&headers) {
         return error(status, &message);
     }
-    if let Some((value, session)) = state.web.of_request(&headers) {
+    if let Ok(Some((value, session))) = state.web.of_request(&headers).await {
         if !bool::from(form.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
             return error(
                 StatusCode::FORBIDDEN,
                 "missing or wrong CSRF token for this session",
             );
         }
-        state.web.end(&value);
+        if let Err(e) = state.web.end(&value).await {
+            return unavailable(e);
+        }
     }
     (
         StatusCode::SEE_OTHER,

@@ -1,16 +1,21 @@
 //! Browser sessions of the web UI: a login (an admin token, or a one-time link printed at
-//! start) sets an HttpOnly, Secure, SameSite=Strict cookie naming a session kept here; every
+//! start) sets an HttpOnly, Secure, SameSite=Strict cookie naming a session kept in the state
+//! store (so a login holds on every instance sharing PostgreSQL, and across restarts); every
 //! change the session makes carries its CSRF token (`X-CSRF-Token`), compared in constant time,
 //! besides the Origin check every request gets.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 use toolgate_gateway::config::AdminRole;
 use toolgate_gateway::grant::token_digest;
+use toolgate_gateway::guard::now_ms;
+use toolgate_state::{StoreError, StoredWebSession, WebSessionStore};
+
+use crate::role_name;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "tg_admin";
@@ -26,15 +31,15 @@ pub struct WebSession {
     pub name: String,
     /// What it may do.
     pub role: AdminRole,
-    /// The token its changes must carry.
+    /// The token its changes must carry: derived from the cookie's secret, so that every
+    /// instance knows it without storing it.
     pub csrf: String,
-    expires: Instant,
 }
 
-/// Browser sessions and one-time login codes, by the SHA-256 of their secret.
-#[derive(Default)]
+/// Browser sessions (in the state store, shared by the instances that share it, found by the
+/// SHA-256 of their cookie's secret), and this instance's one-time login codes.
 pub struct WebSessions {
-    sessions: Mutex<HashMap<[u8; 32], WebSession>>,
+    store: Arc<dyn WebSessionStore>,
     once: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
@@ -42,42 +47,86 @@ fn secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+/// The key a session is stored under: the digest of its secret (the secret stays with the
+/// browser).
+fn storage_key(value: &str) -> String {
+    hex::encode(token_digest(value))
+}
+
+fn csrf_of(value: &str) -> String {
+    hex::encode(token_digest(&format!("toolgate web csrf:{value}")))
+}
+
+fn role_of(name: &str) -> Option<AdminRole> {
+    [
+        AdminRole::Viewer,
+        AdminRole::PolicyManager,
+        AdminRole::Admin,
+    ]
+    .into_iter()
+    .find(|r| role_name(*r) == name)
+}
+
 impl WebSessions {
+    /// Sessions kept in `store`.
+    pub fn new(store: Arc<dyn WebSessionStore>) -> WebSessions {
+        WebSessions {
+            store,
+            once: Mutex::default(),
+        }
+    }
+
     /// Starts a session: the cookie value and the session.
-    pub fn create(&self, name: &str, role: AdminRole) -> (String, WebSession) {
+    pub async fn create(
+        &self,
+        name: &str,
+        role: AdminRole,
+    ) -> Result<(String, WebSession), StoreError> {
         let value = secret();
+        let now = now_ms();
+        let stored = StoredWebSession {
+            name: name.to_owned(),
+            role: role_name(role).to_owned(),
+            expires_ms: now + SESSION_TTL.as_millis() as u64,
+        };
+        self.store.put(&storage_key(&value), &stored, now).await?;
         let session = WebSession {
             name: name.to_owned(),
             role,
-            csrf: secret(),
-            expires: Instant::now() + SESSION_TTL,
+            csrf: csrf_of(&value),
         };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(token_digest(&value), session.clone());
-        (value, session)
+        Ok((value, session))
     }
 
     /// The session a request's cookie names, if it is live.
-    pub fn of_request(&self, headers: &HeaderMap) -> Option<(String, WebSession)> {
-        let value = cookie(headers, COOKIE)?;
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let session = sessions
-            .get(&token_digest(&value))
-            .filter(|s| s.expires > Instant::now())?;
-        Some((value, session.clone()))
+    pub async fn of_request(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<(String, WebSession)>, StoreError> {
+        let Some(value) = cookie(headers, COOKIE) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.store.get(&storage_key(&value), now_ms()).await? else {
+            return Ok(None);
+        };
+        let Some(role) = role_of(&stored.role) else {
+            return Ok(None);
+        };
+        let session = WebSession {
+            name: stored.name,
+            role,
+            csrf: csrf_of(&value),
+        };
+        Ok(Some((value, session)))
     }
 
     /// Ends the session a cookie value names.
-    pub fn end(&self, value: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&token_digest(value));
+    pub async fn end(&self, value: &str) -> Result<(), StoreError> {
+        self.store.remove(&storage_key(value)).await
     }
 
-    /// A new one-time login code (admin role, single use, 15 minutes).
+    /// A new one-time login code (admin role, single use, 15 minutes, this instance only: it
+    /// is the one that printed it).
     pub fn one_time_code(&self) -> String {
         let code = secret();
         self.once
@@ -141,24 +190,44 @@ mod tests {
         h
     }
 
-    #[test]
-    fn a_session_is_found_by_its_cookie_and_ends() {
-        let web = WebSessions::default();
-        let (value, session) = web.create("ops", AdminRole::Admin);
-        let (_, found) = web.of_request(&with_cookie(&value)).unwrap();
-        assert_eq!(found.name, "ops");
-        assert!(web.of_request(&with_cookie("guess")).is_none());
+    #[tokio::test]
+    async fn a_session_is_found_by_its_cookie_on_every_instance_and_ends() {
+        let store = Arc::new(toolgate_state::MemoryWebSessions::default());
+        let web = WebSessions::new(store.clone());
+        let other = WebSessions::new(store);
+        let (value, session) = web.create("ops", AdminRole::PolicyManager).await.unwrap();
+        let (_, found) = other
+            .of_request(&with_cookie(&value))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.name.as_str(), found.role),
+            ("ops", AdminRole::PolicyManager)
+        );
+        assert_eq!(found.csrf, session.csrf);
+        assert!(
+            web.of_request(&with_cookie("guess"))
+                .await
+                .unwrap()
+                .is_none()
+        );
         let mut h = with_cookie(&value);
         assert!(!csrf_ok(&h, &session));
         h.insert("x-csrf-token", session.csrf.parse().unwrap());
-        assert!(csrf_ok(&h, &session));
-        web.end(&value);
-        assert!(web.of_request(&with_cookie(&value)).is_none());
+        assert!(csrf_ok(&h, &found));
+        other.end(&value).await.unwrap();
+        assert!(
+            web.of_request(&with_cookie(&value))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn a_one_time_code_works_once() {
-        let web = WebSessions::default();
+        let web = WebSessions::new(Arc::new(toolgate_state::MemoryWebSessions::default()));
         let code = web.one_time_code();
         assert!(web.redeem(&code));
         assert!(!web.redeem(&code));

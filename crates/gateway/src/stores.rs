@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toolgate_state::{
     ApprovalStore, AuditSink, CounterStore, GrantStore, MemoryCounters, MemoryPins, PinStore,
-    PostgresState, RedisState, SpooledAudit, SqliteState, StoreError,
+    PostgresState, RedisState, SpooledAudit, SqliteState, StoreError, WebSessionStore,
 };
 
 use crate::Config;
@@ -28,6 +28,8 @@ pub struct Stores {
     pub approvals: Arc<dyn ApprovalStore>,
     /// Grants made while gateways run (`toolgate grants`).
     pub grants: Arc<dyn GrantStore>,
+    /// Browser sessions of the web UI (shared, so that a login holds on every instance).
+    pub web_sessions: Arc<dyn WebSessionStore>,
     /// Redis, when configured: decisions on approvals are announced there.
     pub redis: Option<RedisState>,
 }
@@ -46,6 +48,7 @@ type Records = (
     Arc<dyn AuditSink>,
     Arc<dyn ApprovalStore>,
     Arc<dyn GrantStore>,
+    Arc<dyn WebSessionStore>,
 );
 
 /// Who opens the stores.
@@ -97,7 +100,7 @@ impl Stores {
                 StoreError::Unavailable("counters = \"redis\" needs [state] redis".into())
             })?),
         };
-        let (pins, audit, approvals, grants): Records = match (postgres, sqlite) {
+        let (pins, audit, approvals, grants, web_sessions): Records = match (postgres, sqlite) {
             (Some(pg), _) => {
                 let pg = Arc::new(pg);
                 let spool = SpooledAudit::start(
@@ -106,11 +109,11 @@ impl Stores {
                     shared.audit_spool_max_bytes,
                     purpose == Purpose::Serve,
                 )?;
-                (pg.clone(), spool, pg.clone(), pg)
+                (pg.clone(), spool, pg.clone(), pg.clone(), pg)
             }
             (None, Some(db)) => {
                 let db = Arc::new(db);
-                (db.clone(), db.clone(), db.clone(), db)
+                (db.clone(), db.clone(), db.clone(), db.clone(), db)
             }
             (None, None) => unreachable!("state.db is opened when PostgreSQL is not"),
         };
@@ -125,6 +128,7 @@ impl Stores {
             audit,
             approvals,
             grants,
+            web_sessions,
             redis,
         })
     }

@@ -15,6 +15,7 @@ mod sql;
 pub mod sqlite;
 #[cfg(test)]
 mod testing;
+pub mod web_sessions;
 
 pub use approvals::{Approval, ApprovalStatus, ApprovalStore, MemoryApprovals};
 pub use audit::{AuditFilter, AuditRecord, AuditSink, AuditTally, MemoryAudit};
@@ -27,3 +28,4 @@ pub use postgres::PostgresState;
 pub use redis::RedisState;
 pub use spool::SpooledAudit;
 pub use sqlite::SqliteState;
+pub use web_sessions::{MemoryWebSessions, StoredWebSession, WebSessionStore};

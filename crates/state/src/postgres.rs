@@ -16,9 +16,11 @@ use crate::counters::{BoxFuture, StoreError};
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
-    audit_tallies, audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
+    GRANT_COLUMNS, PIN_COLUMNS, WEB_SESSION_FORGET, WEB_SESSION_GET, WEB_SESSION_PUT,
+    WEB_SESSION_REMOVE, approval_of, audit_query, audit_records, audit_row_text, audit_tallies,
+    audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
 };
+use crate::web_sessions::{StoredWebSession, WebSessionStore};
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -68,6 +70,12 @@ const MIGRATIONS: &[&str] = &[
         updated_ms BIGINT NOT NULL
     );
     INSERT INTO generations (name, value) VALUES ('grants', 0);",
+    "CREATE TABLE web_sessions (
+        digest TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );",
 ];
 
 /// Serializes migrations across instances (`pg_advisory_xact_lock`).
@@ -356,6 +364,63 @@ async fn grant_of(conn: &mut PgConnection, name: &str) -> Result<Option<StoredGr
         .fetch_optional(&mut *conn)
         .await?;
     row.as_ref().map(stored_grant).transpose()
+}
+
+impl WebSessionStore for PostgresState {
+    fn put<'a>(
+        &'a self,
+        digest: &'a str,
+        session: &'a StoredWebSession,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(WEB_SESSION_FORGET)
+                .bind(now_ms.min(i64::MAX as u64) as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            sqlx::query(WEB_SESSION_PUT)
+                .bind(digest)
+                .bind(&session.name)
+                .bind(&session.role)
+                .bind(session.expires_ms.min(i64::MAX as u64) as i64)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        digest: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<StoredWebSession>, StoreError>> {
+        Box::pin(async move {
+            let row: Option<(String, String, i64)> = sqlx::query_as(WEB_SESSION_GET)
+                .bind(digest)
+                .bind(now_ms.min(i64::MAX as u64) as i64)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(row.map(|(name, role, expires_ms)| StoredWebSession {
+                name,
+                role,
+                expires_ms: expires_ms.max(0) as u64,
+            }))
+        })
+    }
+
+    fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(WEB_SESSION_REMOVE)
+                .bind(digest)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
 }
 
 impl GrantStore for PostgresState {
@@ -746,6 +811,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn postgres_audit_keeps_the_contract() {
         crate::audit::tests::contract(&fresh().await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_web_sessions_keep_the_contract() {
+        crate::web_sessions::tests::contract(&fresh().await).await;
     }
 
     #[tokio::test]

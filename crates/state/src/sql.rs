@@ -200,6 +200,17 @@ where
     }
 }
 
+/// Browser sessions ([`crate::WebSessionStore`]): the same statements in both dialects
+/// (SQLite reads `$n` as the n-th parameter too).
+pub(crate) const WEB_SESSION_PUT: &str =
+    "INSERT INTO web_sessions (digest, name, role, expires_ms) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (digest) DO UPDATE
+     SET name = excluded.name, role = excluded.role, expires_ms = excluded.expires_ms";
+pub(crate) const WEB_SESSION_FORGET: &str = "DELETE FROM web_sessions WHERE expires_ms <= $1";
+pub(crate) const WEB_SESSION_GET: &str =
+    "SELECT name, role, expires_ms FROM web_sessions WHERE digest = $1 AND expires_ms > $2";
+pub(crate) const WEB_SESSION_REMOVE: &str = "DELETE FROM web_sessions WHERE digest = $1";
+
 /// What [`AuditSink::tally`](crate::AuditSink::tally) counts, in a dialect's words: `{since}`
 /// is the placeholder of the start, `{server}` and `{kind}` read the record text's server and
 /// kind (element 4 or 1 of a row in the array encoding, members of one in the object encoding
