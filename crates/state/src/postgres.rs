@@ -16,11 +16,10 @@ use crate::counters::{BoxFuture, StoreError};
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, WEB_SESSION_FORGET, WEB_SESSION_GET, WEB_SESSION_PUT,
-    WEB_SESSION_REMOVE, approval_of, audit_query, audit_records, audit_row_text, audit_tallies,
-    audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
+    audit_tallies, audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
+    web_sessions,
 };
-use crate::web_sessions::{StoredWebSession, WebSessionStore};
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -366,60 +365,10 @@ async fn grant_of(conn: &mut PgConnection, name: &str) -> Result<Option<StoredGr
     row.as_ref().map(stored_grant).transpose()
 }
 
-impl WebSessionStore for PostgresState {
-    fn put<'a>(
-        &'a self,
-        digest: &'a str,
-        session: &'a StoredWebSession,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query(WEB_SESSION_FORGET)
-                .bind(now_ms.min(i64::MAX as u64) as i64)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            sqlx::query(WEB_SESSION_PUT)
-                .bind(digest)
-                .bind(&session.name)
-                .bind(&session.role)
-                .bind(session.expires_ms.min(i64::MAX as u64) as i64)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        })
-    }
-
-    fn get<'a>(
-        &'a self,
-        digest: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<StoredWebSession>, StoreError>> {
-        Box::pin(async move {
-            let row: Option<(String, String, i64)> = sqlx::query_as(WEB_SESSION_GET)
-                .bind(digest)
-                .bind(now_ms.min(i64::MAX as u64) as i64)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            Ok(row.map(|(name, role, expires_ms)| StoredWebSession {
-                name,
-                role,
-                expires_ms: expires_ms.max(0) as u64,
-            }))
-        })
-    }
-
-    fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            sqlx::query(WEB_SESSION_REMOVE)
-                .bind(digest)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        })
+impl web_sessions::SqlPool for PostgresState {
+    type Db = sqlx::Postgres;
+    fn pool(&self) -> &sqlx::Pool<sqlx::Postgres> {
+        &self.pool
     }
 }
 

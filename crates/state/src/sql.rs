@@ -200,16 +200,138 @@ where
     }
 }
 
-/// Browser sessions ([`crate::WebSessionStore`]): the same statements in both dialects
-/// (SQLite reads `$n` as the n-th parameter too).
-pub(crate) const WEB_SESSION_PUT: &str =
-    "INSERT INTO web_sessions (digest, name, role, expires_ms) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (digest) DO UPDATE
-     SET name = excluded.name, role = excluded.role, expires_ms = excluded.expires_ms";
-pub(crate) const WEB_SESSION_FORGET: &str = "DELETE FROM web_sessions WHERE expires_ms <= $1";
-pub(crate) const WEB_SESSION_GET: &str =
-    "SELECT name, role, expires_ms FROM web_sessions WHERE digest = $1 AND expires_ms > $2";
-pub(crate) const WEB_SESSION_REMOVE: &str = "DELETE FROM web_sessions WHERE digest = $1";
+/// Browser sessions ([`crate::WebSessionStore`]) in either database: the statements are the
+/// same (SQLite reads `$n` as the n-th parameter too).
+pub(crate) mod web_sessions {
+    use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
+
+    use crate::counters::{BoxFuture, StoreError};
+    use crate::web_sessions::{StoredWebSession, WebSessionStore};
+
+    /// A store on a pool of one of the SQL databases.
+    pub(crate) trait SqlPool: Send + Sync {
+        type Db: Database;
+        fn pool(&self) -> &Pool<Self::Db>;
+    }
+
+    impl<T> WebSessionStore for T
+    where
+        T: SqlPool,
+        for<'c> &'c Pool<T::Db>: Executor<'c, Database = T::Db>,
+        <T::Db as Database>::Arguments: IntoArguments<T::Db>,
+        for<'q> String: Encode<'q, T::Db> + Type<T::Db>,
+        for<'q> i64: Encode<'q, T::Db> + Type<T::Db>,
+        for<'r> (String, String, i64): sqlx::FromRow<'r, <T::Db as Database>::Row>,
+    {
+        fn put<'a>(
+            &'a self,
+            digest: &'a str,
+            session: &'a StoredWebSession,
+            now_ms: u64,
+        ) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async move {
+                put(self.pool(), digest, session, now_ms)
+                    .await
+                    .map_err(unavailable)
+            })
+        }
+
+        fn get<'a>(
+            &'a self,
+            digest: &'a str,
+            now_ms: u64,
+        ) -> BoxFuture<'a, Result<Option<StoredWebSession>, StoreError>> {
+            Box::pin(async move { get(self.pool(), digest, now_ms).await.map_err(unavailable) })
+        }
+
+        fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async move { remove(self.pool(), digest).await.map_err(unavailable) })
+        }
+    }
+
+    fn unavailable(e: sqlx::Error) -> StoreError {
+        StoreError::Unavailable(e.to_string())
+    }
+
+    /// Keeps a session, forgetting those that ended.
+    pub(crate) async fn put<DB>(
+        pool: &Pool<DB>,
+        digest: &str,
+        session: &StoredWebSession,
+        now_ms: u64,
+    ) -> Result<(), sqlx::Error>
+    where
+        DB: Database,
+        for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+        <DB as Database>::Arguments: IntoArguments<DB>,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+    {
+        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1")
+            .bind(clamp(now_ms))
+            .execute(pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO web_sessions (digest, name, role, expires_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (digest) DO UPDATE
+             SET name = excluded.name, role = excluded.role, expires_ms = excluded.expires_ms",
+        )
+        .bind(digest.to_owned())
+        .bind(session.name.clone())
+        .bind(session.role.clone())
+        .bind(clamp(session.expires_ms))
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live session under a digest.
+    pub(crate) async fn get<DB>(
+        pool: &Pool<DB>,
+        digest: &str,
+        now_ms: u64,
+    ) -> Result<Option<StoredWebSession>, sqlx::Error>
+    where
+        DB: Database,
+        for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+        <DB as Database>::Arguments: IntoArguments<DB>,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+        for<'q> i64: Encode<'q, DB> + Type<DB>,
+        for<'r> (String, String, i64): sqlx::FromRow<'r, DB::Row>,
+    {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT name, role, expires_ms FROM web_sessions WHERE digest = $1 AND expires_ms > $2",
+        )
+        .bind(digest.to_owned())
+        .bind(clamp(now_ms))
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(name, role, expires_ms)| StoredWebSession {
+            name,
+            role,
+            expires_ms: expires_ms.max(0) as u64,
+        }))
+    }
+
+    /// Ends a session.
+    pub(crate) async fn remove<DB>(pool: &Pool<DB>, digest: &str) -> Result<(), sqlx::Error>
+    where
+        DB: Database,
+        for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+        <DB as Database>::Arguments: IntoArguments<DB>,
+        for<'q> String: Encode<'q, DB> + Type<DB>,
+    {
+        sqlx::query("DELETE FROM web_sessions WHERE digest = $1")
+            .bind(digest.to_owned())
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    fn clamp(ms: u64) -> i64 {
+        ms.min(i64::MAX as u64) as i64
+    }
+}
 
 /// What [`AuditSink::tally`](crate::AuditSink::tally) counts, in a dialect's words: `{since}`
 /// is the placeholder of the start, `{server}` and `{kind}` read the record text's server and
