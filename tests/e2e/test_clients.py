@@ -429,3 +429,26 @@ async def test_a_tool_that_closes_its_sse_stream_mid_call_still_completes_with_i
     assert direct == ("Reconnection test completed", False, ["Before disconnect", "After reconnect"])
     through = await run(gw.url, TOKEN)
     assert through == direct
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_client_idle_past_the_header_deadline_goes_on_calling(gateway_factory, fixture_http, mode):
+    # The gateway closes keep-alive connections idle for `header_timeout`: the SDK's HTTP
+    # client must notice and carry on over a new one, and its open streams stay open.
+    fx = fixture_http()
+    gw = gateway_factory(server_http("fixture", fx.url), limits='header_timeout = "1s"')
+    async with Client(mcp_http_transport(gw.url), mode=mode) as client:
+        for i in range(3):
+            with anyio.fail_after(20):
+                added = await client.call_tool("add", {"a": i, "b": 40})
+            assert added.structured_content == {"result": 40.0 + i}
+            await anyio.sleep(1.6)
+        progress: list[float] = []
+
+        async def on_progress(done, total, message):
+            progress.append(done)
+
+        with anyio.fail_after(20):
+            result = await client.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
+        assert text_of(result) == "Tool with progress executed successfully"
+        assert progress == [0, 50, 100]
