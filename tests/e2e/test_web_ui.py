@@ -16,8 +16,8 @@ import anyio
 import httpx
 import pytest
 
-from conftest import NODE_BIN, ROOT, TOKEN, free_port, require, sha256_hex, wait_for_port
-from test_policy import CallLog, assert_denied, assert_passed, connect, policy_server
+from conftest import NODE_BIN, ROOT, TOKEN, Gateway, free_port, require, sha256_hex, wait_for_port
+from test_policy import CallLog, assert_denied, assert_passed, connect, policy_server, running
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +184,29 @@ async def test_the_grants_page_creates_a_working_grant_and_the_audit_page_filter
     assert '"7"' not in shown["detail"], "argument values are not audited by default"
     for name in ["grants-created.png", "audit-detail.png"]:
         assert (out_dir / name).stat().st_size > 1000
+
+
+def test_a_web_ui_login_survives_a_restart_of_the_gateway(tmp_path):
+    home = tmp_path / "gw"
+    home.mkdir()
+    jar: dict[str, str] = {}
+    for run in range(2):
+        port = free_port()
+        gw = Gateway(
+            home,
+            policy_server("ssh", CallLog(tmp_path / "calls.jsonl")),
+            policy=HOLD,
+            listen_extra=f'admin = "127.0.0.1:{port}"',
+            extra=f'\n[admin.tokens.watcher]\ntoken_sha256 = "{sha256_hex(VIEWER_TOKEN)}"\nrole = "viewer"\n',
+        )
+        with running(gw):
+            wait_for_port(port, gw.proc)
+            base = f"http://127.0.0.1:{port}"
+            if run == 0:
+                ok = httpx.post(f"{base}/login", data={"token": VIEWER_TOKEN}, follow_redirects=False)
+                assert ok.status_code == 303, ok.text
+                value = re.match(r"tg_admin=([0-9a-f]{64});", ok.headers["set-cookie"]).group(1)
+                jar = {"Cookie": f"tg_admin={value}"}
+            # The session is in state.db: the restarted gateway knows it.
+            page = httpx.get(f"{base}/approvals", headers=jar, follow_redirects=False)
+            assert page.status_code == 200 and "watcher (viewer)" in page.text, (run, page.status_code)
