@@ -75,6 +75,8 @@ const MIGRATIONS: &[&str] = &[
         role TEXT NOT NULL,
         expires_ms BIGINT NOT NULL
     );",
+    // Rows before this have NULL and the tally reads their text.
+    "ALTER TABLE audit ADD COLUMN server TEXT;",
 ];
 
 /// Serializes migrations across instances (`pg_advisory_xact_lock`).
@@ -466,7 +468,7 @@ impl GrantStore for PostgresState {
     }
 }
 
-/// Rows per `INSERT` statement when appending audit records (6 parameters each).
+/// Rows per `INSERT` statement when appending audit records (7 parameters each).
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 impl AuditSink for PostgresState {
@@ -480,21 +482,15 @@ impl AuditSink for PostgresState {
                 for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
                     let rows = (0..chunk.len())
                         .map(|i| {
-                            let p = i * 6;
-                            format!(
-                                "(${}, ${}, ${}, ${}, ${}, ${})",
-                                p + 1,
-                                p + 2,
-                                p + 3,
-                                p + 4,
-                                p + 5,
-                                p + 6
-                            )
+                            let p = i * 7;
+                            let params: Vec<String> =
+                                (p + 1..=p + 7).map(|n| format!("${n}")).collect();
+                            format!("({})", params.join(", "))
                         })
                         .collect::<Vec<_>>()
                         .join(", ");
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO audit (uid, at_ms, grant_name, tool, decision, record) VALUES {rows}
+                        "INSERT INTO audit (uid, at_ms, grant_name, server, tool, decision, record) VALUES {rows}
                          ON CONFLICT (uid) DO NOTHING"
                     ));
                     let mut query = sqlx::query(sql);
@@ -504,6 +500,7 @@ impl AuditSink for PostgresState {
                             .bind(r.uid.as_deref())
                             .bind(r.at_ms as i64)
                             .bind(r.grant.as_deref())
+                            .bind(r.server.as_deref())
                             .bind(r.tool.as_deref())
                             .bind(r.decision.as_str())
                             .bind(text);

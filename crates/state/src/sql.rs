@@ -334,14 +334,15 @@ pub(crate) mod web_sessions {
 }
 
 /// What [`AuditSink::tally`](crate::AuditSink::tally) counts, in a dialect's words: `{since}`
-/// is the placeholder of the start, `{server}` and `{kind}` read the record text's server and
-/// kind (element 4 or 1 of a row in the array encoding, members of one in the object encoding
-/// of earlier versions). A row is a call when its text starts `[1,"call",` (no parse needed).
+/// is the placeholder of the start, `element` reads the record text's server or kind (element
+/// 4 or 1 of a row in the array encoding, members of one in the object encoding of earlier
+/// versions). The server is the `server` column's; only rows written before that column have
+/// their text parsed for it. A row is a call when its text starts `[1,"call",` (no parse needed).
 pub(crate) fn audit_tally_query(since: &str, element: fn(&str, usize, &str) -> String) -> String {
     let server = element("record", 4, "server");
     let kind = element("record", 1, "kind");
     format!(
-        "SELECT at_ms / 60000 * 60000 AS minute, decision, {server} AS server, tool, COUNT(*)
+        "SELECT at_ms / 60000 * 60000 AS minute, decision, COALESCE(server, {server}), tool, COUNT(*)
          FROM audit
          WHERE at_ms >= {since}
            AND CASE WHEN substr(record, 1, 1) = '[' THEN substr(record, 1, 10) = '[1,\"call\",'

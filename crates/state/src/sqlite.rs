@@ -93,12 +93,19 @@ const MIGRATIONS: &[&str] = &[
         role TEXT NOT NULL,
         expires_ms INTEGER NOT NULL
     );",
+    // Rows before this have NULL and the tally reads their text.
+    "ALTER TABLE audit ADD COLUMN server TEXT;",
 ];
 
 /// The SQLite state store.
 #[derive(Debug, Clone)]
 pub struct SqliteState {
+    /// One connection: writes take turns anyway (one writer at a time in SQLite).
     pool: SqlitePool,
+    /// Read-only connections for the audit log's queries: in WAL mode they read while the
+    /// writer writes, so that an overview of a busy hour never holds up the audit writer, an
+    /// approval or a pin.
+    reader: SqlitePool,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -124,11 +131,19 @@ impl SqliteState {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(busy_timeout + Duration::from_secs(1))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
-        let state = SqliteState { pool };
+        let mut state = SqliteState {
+            reader: pool.clone(),
+            pool,
+        };
         state.migrate().await?;
+        // Connected on first use (most stores never query the audit log), after the schema.
+        state.reader = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(busy_timeout + Duration::from_secs(1))
+            .connect_lazy_with(options.read_only(true));
         Ok(state)
     }
 
@@ -664,7 +679,7 @@ impl GrantStore for SqliteState {
     }
 }
 
-/// Rows per `INSERT` statement when appending audit records (5 parameters each, well under
+/// Rows per `INSERT` statement when appending audit records (6 parameters each, well under
 /// SQLite's limit): one statement per chunk instead of one per record.
 const AUDIT_ROWS_PER_INSERT: usize = 200;
 
@@ -677,9 +692,9 @@ impl AuditSink for SqliteState {
             let mut conn = self.begin().await?;
             let result = async {
                 for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
-                    let rows = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                    let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO audit (at_ms, grant_name, tool, decision, record) VALUES {rows}"
+                        "INSERT INTO audit (at_ms, grant_name, server, tool, decision, record) VALUES {rows}"
                     ));
                     let mut query = sqlx::query(sql);
                     for r in chunk {
@@ -687,6 +702,7 @@ impl AuditSink for SqliteState {
                         query = query
                             .bind(r.at_ms as i64)
                             .bind(r.grant.as_deref())
+                            .bind(r.server.as_deref())
                             .bind(r.tool.as_deref())
                             .bind(r.decision.as_str())
                             .bind(text);
@@ -707,7 +723,7 @@ impl AuditSink for SqliteState {
         Box::pin(async move {
             let sql = sqlx::AssertSqlSafe(audit_query(filter, |_| "?".to_owned()));
             let rows = bind_audit_filter(sqlx::query(sql), filter)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(unavailable)?;
             audit_records(&rows, filter)
@@ -746,7 +762,7 @@ impl AuditSink for SqliteState {
             }));
             let rows = sqlx::query(sql)
                 .bind(since_ms.min(i64::MAX as u64) as i64)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(unavailable)?;
             audit_tallies(&rows)
@@ -964,6 +980,34 @@ mod tests {
             .await
             .unwrap();
         crate::audit::tests::contract(&store).await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn audit_queries_do_not_wait_for_a_write_in_progress() {
+        let dir = std::env::temp_dir().join(format!("toolgate-audit-{}", new_reservation_id()));
+        let store = SqliteState::open(&dir.join("state.db"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let record = crate::audit::tests::full_record();
+        store.append(std::slice::from_ref(&record)).await.unwrap();
+        // The writer's one connection, busy in a transaction that is not committed yet.
+        let mut writing = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO audit (at_ms, decision, record) VALUES (1, 'allowed', ?)")
+            .bind(audit_row_text(&record).unwrap())
+            .execute(&mut *writing)
+            .await
+            .unwrap();
+        let filter = AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        let read = tokio::time::timeout(Duration::from_secs(1), store.query(&filter)).await;
+        assert_eq!(read.expect("the query waited").unwrap().len(), 1);
+        let tally = tokio::time::timeout(Duration::from_secs(1), store.tally(0)).await;
+        assert_eq!(tally.expect("the tally waited").unwrap()[0].count, 1);
+        SqliteState::end(writing, Ok(())).await.unwrap();
+        assert_eq!(store.query(&filter).await.unwrap().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
