@@ -230,9 +230,24 @@ pub(crate) mod web_sessions {
             now_ms: u64,
         ) -> BoxFuture<'a, Result<(), StoreError>> {
             Box::pin(async move {
-                put(self.pool(), digest, session, now_ms)
+                sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1")
+                    .bind(clamp(now_ms))
+                    .execute(self.pool())
                     .await
-                    .map_err(unavailable)
+                    .map_err(unavailable)?;
+                sqlx::query(
+                    "INSERT INTO web_sessions (digest, name, role, expires_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (digest) DO UPDATE
+                     SET name = excluded.name, role = excluded.role, expires_ms = excluded.expires_ms",
+                )
+                .bind(digest.to_owned())
+                .bind(session.name.clone())
+                .bind(session.role.clone())
+                .bind(clamp(session.expires_ms))
+                .execute(self.pool())
+                .await
+                .map_err(unavailable)?;
+                Ok(())
             })
         }
 
@@ -241,125 +256,79 @@ pub(crate) mod web_sessions {
             digest: &'a str,
             now_ms: u64,
         ) -> BoxFuture<'a, Result<Option<StoredWebSession>, StoreError>> {
-            Box::pin(async move { get(self.pool(), digest, now_ms).await.map_err(unavailable) })
+            Box::pin(async move {
+                let row: Option<(String, String, i64)> = sqlx::query_as(
+                    "SELECT name, role, expires_ms FROM web_sessions WHERE digest = $1 AND expires_ms > $2",
+                )
+                .bind(digest.to_owned())
+                .bind(clamp(now_ms))
+                .fetch_optional(self.pool())
+                .await
+                .map_err(unavailable)?;
+                Ok(row.map(|(name, role, expires_ms)| StoredWebSession {
+                    name,
+                    role,
+                    expires_ms: expires_ms.max(0) as u64,
+                }))
+            })
         }
 
         fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(async move { remove(self.pool(), digest).await.map_err(unavailable) })
+            Box::pin(async move {
+                sqlx::query("DELETE FROM web_sessions WHERE digest = $1")
+                    .bind(digest.to_owned())
+                    .execute(self.pool())
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            })
         }
-    }
-
-    fn unavailable(e: sqlx::Error) -> StoreError {
-        StoreError::Unavailable(e.to_string())
-    }
-
-    /// Keeps a session, forgetting those that ended.
-    pub(crate) async fn put<DB>(
-        pool: &Pool<DB>,
-        digest: &str,
-        session: &StoredWebSession,
-        now_ms: u64,
-    ) -> Result<(), sqlx::Error>
-    where
-        DB: Database,
-        for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-        <DB as Database>::Arguments: IntoArguments<DB>,
-        for<'q> String: Encode<'q, DB> + Type<DB>,
-        for<'q> i64: Encode<'q, DB> + Type<DB>,
-    {
-        sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1")
-            .bind(clamp(now_ms))
-            .execute(pool)
-            .await?;
-        sqlx::query(
-            "INSERT INTO web_sessions (digest, name, role, expires_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (digest) DO UPDATE
-             SET name = excluded.name, role = excluded.role, expires_ms = excluded.expires_ms",
-        )
-        .bind(digest.to_owned())
-        .bind(session.name.clone())
-        .bind(session.role.clone())
-        .bind(clamp(session.expires_ms))
-        .execute(pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The live session under a digest.
-    pub(crate) async fn get<DB>(
-        pool: &Pool<DB>,
-        digest: &str,
-        now_ms: u64,
-    ) -> Result<Option<StoredWebSession>, sqlx::Error>
-    where
-        DB: Database,
-        for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-        <DB as Database>::Arguments: IntoArguments<DB>,
-        for<'q> String: Encode<'q, DB> + Type<DB>,
-        for<'q> i64: Encode<'q, DB> + Type<DB>,
-        for<'r> (String, String, i64): sqlx::FromRow<'r, DB::Row>,
-    {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT name, role, expires_ms FROM web_sessions WHERE digest = $1 AND expires_ms > $2",
-        )
-        .bind(digest.to_owned())
-        .bind(clamp(now_ms))
-        .fetch_optional(pool)
-        .await?;
-        Ok(row.map(|(name, role, expires_ms)| StoredWebSession {
-            name,
-            role,
-            expires_ms: expires_ms.max(0) as u64,
-        }))
-    }
-
-    /// Ends a session.
-    pub(crate) async fn remove<DB>(pool: &Pool<DB>, digest: &str) -> Result<(), sqlx::Error>
-    where
-        DB: Database,
-        for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-        <DB as Database>::Arguments: IntoArguments<DB>,
-        for<'q> String: Encode<'q, DB> + Type<DB>,
-    {
-        sqlx::query("DELETE FROM web_sessions WHERE digest = $1")
-            .bind(digest.to_owned())
-            .execute(pool)
-            .await?;
-        Ok(())
     }
 
     fn clamp(ms: u64) -> i64 {
         ms.min(i64::MAX as u64) as i64
     }
+
+    fn unavailable(e: sqlx::Error) -> StoreError {
+        StoreError::Unavailable(e.to_string())
+    }
 }
 
-/// What [`AuditSink::tally`](crate::AuditSink::tally) counts, in a dialect's words: `{since}`
-/// is the placeholder of the start, `element` reads the record text's server or kind (element
-/// 4 or 1 of a row in the array encoding, members of one in the object encoding of earlier
-/// versions). The server is the `server` column's; only rows written before that column have
-/// their text parsed for it. A row is a call when its text starts `[1,"call",` (no parse needed).
-pub(crate) fn audit_tally_query(since: &str, element: fn(&str, usize, &str) -> String) -> String {
+/// [`AuditSink::tally`](crate::AuditSink::tally) on `pool`, in its dialect's words: `element`
+/// reads the record text's server or kind (element 4 or 1 of a row in the array encoding,
+/// members of one in the object encoding of earlier versions). The server is the `server`
+/// column's; only rows written before that column have their text parsed for it. A row is a
+/// call when its text starts `[1,"call",` (no parse needed).
+pub(crate) async fn audit_tally<DB>(
+    pool: &sqlx::Pool<DB>,
+    since_ms: u64,
+    element: fn(&str, usize, &str) -> String,
+) -> Result<Vec<AuditTally>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
     let server = element("record", 4, "server");
     let kind = element("record", 1, "kind");
-    format!(
+    let sql = sqlx::AssertSqlSafe(format!(
         "SELECT at_ms / 60000 * 60000 AS minute, decision, COALESCE(server, {server}), tool, COUNT(*)
          FROM audit
-         WHERE at_ms >= {since}
+         WHERE at_ms >= $1
            AND CASE WHEN substr(record, 1, 1) = '[' THEN substr(record, 1, 10) = '[1,\"call\",'
                     ELSE {kind} = 'call' END
          GROUP BY 1, 2, 3, 4"
-    )
-}
-
-/// The tallies of [`audit_tally_query`]'s rows.
-pub(crate) fn audit_tallies<R>(rows: &[R]) -> Result<Vec<AuditTally>, StoreError>
-where
-    R: Row,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
+    ));
     let get = |e: sqlx::Error| StoreError::Unavailable(e.to_string());
+    let rows = sqlx::query(sql)
+        .bind(since_ms.min(i64::MAX as u64) as i64)
+        .fetch_all(pool)
+        .await
+        .map_err(get)?;
     rows.iter()
         .map(|row| {
             Ok(AuditTally {

@@ -22,8 +22,7 @@ use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
 use crate::sql::{
     GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
-    audit_tallies, audit_tally_query, bind_audit_filter, encode, pin_record, stored_grant,
-    web_sessions,
+    audit_tally, bind_audit_filter, encode, pin_record, stored_grant, web_sessions,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
@@ -754,19 +753,15 @@ impl AuditSink for SqliteState {
     }
 
     fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
-        Box::pin(async move {
-            let sql = sqlx::AssertSqlSafe(audit_tally_query("?1", |text, index, member| {
+        Box::pin(audit_tally(
+            &self.reader,
+            since_ms,
+            |text, index, member| {
                 format!(
                     "CASE WHEN substr({text}, 1, 1) = '[' THEN {text} ->> '$[{index}]' ELSE {text} ->> '$.{member}' END"
                 )
-            }));
-            let rows = sqlx::query(sql)
-                .bind(since_ms.min(i64::MAX as u64) as i64)
-                .fetch_all(&self.reader)
-                .await
-                .map_err(unavailable)?;
-            audit_tallies(&rows)
-        })
+            },
+        ))
     }
 }
 
