@@ -1091,3 +1091,25 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_the_next_request_is_serv
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert json.loads(body)["error"]["message"] == "the request body did not arrive within 1 s", body
     assert_echo_works(gw, sid)
+
+
+def test_a_body_with_broken_framing_is_400_not_413(gateway_factory):
+    """A chunked body whose chunk size is not hex is a broken request, not an oversized one."""
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    try:
+        sock.sendall(
+            (
+                f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nMcp-Session-Id: {sid}\r\nMCP-Protocol-Version: {PROTOCOL}\r\n"
+                "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+            ).encode()
+        )
+        answer = read_until_closed(sock, 10)
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer
+    assert json.loads(body)["error"]["message"].startswith("the request body could not be read"), body
+    assert_echo_works(gw, sid)

@@ -583,11 +583,11 @@ impl Config {
             max_json_depth: l.max_json_depth.unwrap_or(d.max_json_depth),
             sessions_per_grant: l.sessions_per_grant.unwrap_or(d.sessions_per_grant),
             streams_per_grant: l.streams_per_grant.unwrap_or(d.streams_per_grant),
-            session_idle_timeout: match l.session_idle_timeout {
-                Some(s) => parse_duration(&s)
-                    .map_err(|m| invalid("limits.session_idle_timeout".into(), None, m))?,
-                None => d.session_idle_timeout,
-            },
+            session_idle_timeout: positive_duration(
+                "limits.session_idle_timeout",
+                l.session_idle_timeout,
+                d.session_idle_timeout,
+            )?,
             header_timeout: positive_duration(
                 "limits.header_timeout",
                 l.header_timeout,
@@ -1294,11 +1294,12 @@ policy = "policies/alice.json"
     }
 
     #[test]
-    fn request_deadlines_default_and_must_be_above_zero() {
+    fn deadlines_default_and_must_be_above_zero() {
         let c = parse("[limits]\nbody_timeout = \"5s\"\n").unwrap();
         assert_eq!(c.limits.header_timeout, Duration::from_secs(30));
         assert_eq!(c.limits.body_timeout, Duration::from_secs(5));
-        for key in ["header_timeout", "body_timeout"] {
+        assert_eq!(c.limits.session_idle_timeout, Duration::from_secs(30 * 60));
+        for key in ["header_timeout", "body_timeout", "session_idle_timeout"] {
             let err = parse(&format!("[limits]\n{key} = \"0s\"\n"))
                 .unwrap_err()
                 .to_string();

@@ -225,6 +225,11 @@ async fn post_message_scoped(
     post(state, Some(server), headers, body).await
 }
 
+/// Whether a body read stopped at `max_body_bytes` (rather than on a broken connection).
+fn is_length_limit(error: &axum::Error) -> bool {
+    std::error::Error::source(error).is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+}
+
 async fn post(
     State(state): Shared,
     scope: Option<String>,
@@ -268,7 +273,17 @@ async fn post(
     };
     let bytes = match read {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => return too_large(),
+        Ok(Err(e)) if is_length_limit(&e) => return too_large(),
+        Ok(Err(e)) => {
+            // The client went away or broke the body's framing: it rarely reads this answer,
+            // but the log and a proxy in between should not call it an oversized body.
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                ErrorCode::InvalidRequest,
+                &format!("the request body could not be read: {e}"),
+            );
+        }
         Err(_) => {
             return rpc_error(
                 StatusCode::REQUEST_TIMEOUT,
