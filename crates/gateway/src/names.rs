@@ -19,7 +19,12 @@ pub fn exposed(server: &str, name: &str) -> String {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if clean && full_len <= MAX_NAME && !name.is_empty() {
-        return format!("{server}{SEPARATOR}{name}");
+        // On every call's path: a plain concatenation, not the formatting machinery.
+        let mut exposed = String::with_capacity(full_len);
+        exposed.push_str(server);
+        exposed.push_str(SEPARATOR);
+        exposed.push_str(name);
+        return exposed;
     }
     let hash = crate::to_hex(&Sha256::digest(name.as_bytes())[..4]);
     let room = MAX_NAME.saturating_sub(server.len() + SEPARATOR.len() + 1 + hash.len());

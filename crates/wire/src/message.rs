@@ -279,7 +279,9 @@ impl Message {
     /// The message as one line (for stdio): JSON whitespace newlines, which a pretty-printing
     /// peer may have sent, become spaces (inside strings newlines are always escaped).
     pub fn to_line(&self) -> String {
-        let mut json = self.to_json();
+        // Room for the newline too: no reallocation for the last byte.
+        let mut json = String::with_capacity(self.body.text_len() + 1);
+        self.body.write_to(&mut json);
         if json.contains(['\n', '\r']) {
             json = json.replace(['\n', '\r'], " ");
         }

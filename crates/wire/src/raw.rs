@@ -95,15 +95,19 @@ impl RawObject {
 
     /// The object as JSON text.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(
-            self.entries
-                .iter()
-                .map(|(k, v)| k.len() + v.get().len() + 4)
-                .sum::<usize>()
-                + 2,
-        );
+        let mut out = String::with_capacity(self.text_len());
         self.write_to(&mut out);
         out
+    }
+
+    /// About the length of the JSON text (exact unless a member name needs escapes), so that
+    /// a writer can size its buffer once.
+    pub(crate) fn text_len(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + 2
     }
 
     /// The object as a raw value.
