@@ -261,6 +261,11 @@ pub(crate) mod tests {
         assert_eq!(r.status(), "changed");
         assert!(r.trusts("a"));
         assert_eq!(r.pending.as_ref().unwrap().definition, "{\"fp\":\"b\"}");
+        // The same change seen again is no news: the pending record and the generation stay.
+        let g2 = store.generation().await.unwrap();
+        let r = store.record_change("s", "t", seen("b", 4)).await.unwrap();
+        assert_eq!(r.pending.as_ref().unwrap().at_ms, 3);
+        assert_eq!(store.generation().await.unwrap(), g2);
         assert_eq!(store.approve("s", "t", Some("c"), 4).await.unwrap(), None);
         let r = store
             .approve("s", "t", Some("b"), 5)

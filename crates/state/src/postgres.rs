@@ -7,18 +7,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
 use crate::audit::{AuditFilter, AuditRecord, AuditSink, AuditTally};
 use crate::counters::{BoxFuture, StoreError};
-use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
-use crate::pins::{PinRecord, PinStore, Pinned};
-use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
-    audit_tally, bind_audit_filter, encode, pin_record, stored_grant, web_sessions,
-};
+use crate::sql::stores::{SqlStore, audit_prune, end};
+use crate::sql::{audit_query, audit_records, audit_row_text, audit_tally, bind_audit_filter};
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -137,334 +132,26 @@ impl PostgresState {
             Ok(())
         }
         .await;
-        Self::end(tx, result).await
-    }
-
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.pool.begin().await.map_err(unavailable)
-    }
-
-    /// Commits after `result` succeeded, rolls back otherwise.
-    async fn end<T>(
-        tx: Transaction<'static, Postgres>,
-        result: Result<T, sqlx::Error>,
-    ) -> Result<T, StoreError> {
-        match result {
-            Ok(v) => {
-                tx.commit().await.map_err(unavailable)?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(unavailable(e))
-            }
-        }
+        end::<Self, _>(tx, result).await
     }
 }
 
-async fn pin_of(
-    conn: &mut PgConnection,
-    server: &str,
-    tool: &str,
-) -> Result<Option<PinRecord>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {PIN_COLUMNS} FROM pins WHERE server = $1 AND tool = $2"
-    ));
-    let row = sqlx::query(sql)
-        .bind(server)
-        .bind(tool)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(pin_record).transpose()
-}
-
-/// Notes a change of the records that generation `name` counts (`pins`, `grants`).
-async fn bump(conn: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = $1")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-impl PostgresState {
-    /// The value of generation `name`.
-    async fn generation_of(&self, name: &str) -> Result<u64, StoreError> {
-        let value: i64 = sqlx::query_scalar("SELECT value FROM generations WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(value.max(0) as u64)
-    }
-}
-
-impl PinStore for PostgresState {
-    fn load(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StoreError>> {
-        Box::pin(async move {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {PIN_COLUMNS} FROM pins ORDER BY server, tool"
-            ));
-            let rows = sqlx::query(sql)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(pin_record)
-                .collect::<Result<_, _>>()
-                .map_err(unavailable)
-        })
-    }
-
-    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.generation_of("pins"))
-    }
-
-    fn first_sight<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-        seen: Pinned,
-        trust: bool,
-    ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let column = if trust {
-                    "fingerprint, definition, approved_ms"
-                } else {
-                    "pending_fingerprint, pending_definition, pending_ms"
-                };
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO pins (server, tool, {column}, first_seen_ms) VALUES ($1, $2, $3, $4, $5, $5)
-                     ON CONFLICT (server, tool) DO NOTHING"
-                ));
-                let inserted = sqlx::query(sql)
-                    .bind(server)
-                    .bind(tool)
-                    .bind(&seen.fingerprint)
-                    .bind(&seen.definition)
-                    .bind(seen.at_ms as i64)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if inserted > 0 {
-                    bump(&mut tx, "pins").await?;
-                }
-                pin_of(&mut tx, server, tool)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
-
-    fn record_change<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-        seen: Pinned,
-    ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let changed = sqlx::query(
-                    "INSERT INTO pins (server, tool, pending_fingerprint, pending_definition, pending_ms, first_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5, $5)
-                     ON CONFLICT (server, tool) DO UPDATE SET
-                       pending_fingerprint = $3, pending_definition = $4, pending_ms = $5
-                     WHERE pins.pending_fingerprint IS DISTINCT FROM $3",
-                )
-                .bind(server)
-                .bind(tool)
-                .bind(&seen.fingerprint)
-                .bind(&seen.definition)
-                .bind(seen.at_ms as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if changed > 0 {
-                    bump(&mut tx, "pins").await?;
-                }
-                pin_of(&mut tx, server, tool)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
-
-    fn approve<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-        fingerprint: Option<&'a str>,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<PinRecord>, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let changed = sqlx::query(
-                    "UPDATE pins SET fingerprint = pending_fingerprint, definition = pending_definition,
-                       approved_ms = $1, pending_fingerprint = NULL, pending_definition = NULL, pending_ms = NULL
-                     WHERE server = $2 AND tool = $3 AND pending_fingerprint IS NOT NULL
-                       AND ($4::TEXT IS NULL OR pending_fingerprint = $4)",
-                )
-                .bind(now_ms as i64)
-                .bind(server)
-                .bind(tool)
-                .bind(fingerprint)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if changed == 0 {
-                    return Ok(None);
-                }
-                bump(&mut tx, "pins").await?;
-                pin_of(&mut tx, server, tool).await
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
-
-    fn forget<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let n = sqlx::query("DELETE FROM pins WHERE server = $1 AND tool = $2")
-                    .bind(server)
-                    .bind(tool)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    bump(&mut tx, "pins").await?;
-                }
-                Ok(n > 0)
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
-}
-
-async fn grant_of(conn: &mut PgConnection, name: &str) -> Result<Option<StoredGrant>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {GRANT_COLUMNS} FROM grants WHERE name = $1"
-    ));
-    let row = sqlx::query(sql)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(stored_grant).transpose()
-}
-
-impl web_sessions::SqlPool for PostgresState {
-    type Db = sqlx::Postgres;
-    fn pool(&self) -> &sqlx::Pool<sqlx::Postgres> {
+impl SqlStore for PostgresState {
+    type Db = Postgres;
+    fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-impl GrantStore for PostgresState {
-    fn list(&self) -> BoxFuture<'_, Result<Vec<StoredGrant>, StoreError>> {
-        Box::pin(async move {
-            let sql =
-                sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY name"));
-            let rows = sqlx::query(sql)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(stored_grant)
-                .collect::<Result<_, _>>()
-                .map_err(unavailable)
-        })
+    fn begin(&self) -> BoxFuture<'_, Result<Transaction<'static, Postgres>, sqlx::Error>> {
+        Box::pin(self.pool.begin())
     }
-
-    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.generation_of("grants"))
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
     }
-
-    fn create(&self, g: StoredGrant) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let n = sqlx::query(
-                    "INSERT INTO grants (name, token_sha256, policy, created_ms, updated_ms)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(&g.name)
-                .bind(&g.token_sha256)
-                .bind(&g.policy)
-                .bind(g.created_ms as i64)
-                .bind(g.updated_ms as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    bump(&mut tx, "grants").await?;
-                }
-                Ok(n > 0)
-            }
-            .await;
-            Self::end(tx, result).await
-        })
+    fn unavailable(e: sqlx::Error) -> StoreError {
+        unavailable(e)
     }
-
-    fn update<'a>(
-        &'a self,
-        name: &'a str,
-        change: GrantChange,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<StoredGrant>, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let Some(mut grant) = grant_of(&mut tx, name).await? else {
-                    return Ok(None);
-                };
-                apply(&mut grant, change, now_ms);
-                sqlx::query("UPDATE grants SET token_sha256 = $1, policy = $2, updated_ms = $3 WHERE name = $4")
-                    .bind(&grant.token_sha256)
-                    .bind(&grant.policy)
-                    .bind(grant.updated_ms as i64)
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                bump(&mut tx, "grants").await?;
-                Ok(Some(grant))
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
-
-    fn revoke<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let n = sqlx::query("DELETE FROM grants WHERE name = $1")
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    bump(&mut tx, "grants").await?;
-                }
-                Ok(n > 0)
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
+    const LOCK_ROW: &'static str = " FOR UPDATE";
+    const RECORD_USED: &'static str = "jsonb_set(record::jsonb, '{status}', '\"used\"')::text";
 }
 
 /// Rows per `INSERT` statement when appending audit records (7 parameters each).
@@ -476,7 +163,7 @@ impl AuditSink for PostgresState {
             if records.is_empty() {
                 return Ok(());
             }
-            let mut tx = self.begin().await?;
+            let mut tx = self.begin().await.map_err(unavailable)?;
             let result = async {
                 for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
                     let rows = (0..chunk.len())
@@ -509,7 +196,7 @@ impl AuditSink for PostgresState {
                 Ok(())
             }
             .await;
-            Self::end(tx, result).await
+            end::<Self, _>(tx, result).await
         })
     }
 
@@ -528,26 +215,7 @@ impl AuditSink for PostgresState {
     }
 
     fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let old = sqlx::query("DELETE FROM audit WHERE at_ms < $1")
-                    .bind(before_ms as i64)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                let over = sqlx::query(
-                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET $1)",
-                )
-                .bind(keep.min(i64::MAX as u64) as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                Ok(old + over)
-            }
-            .await;
-            Self::end(tx, result).await
-        })
+        Box::pin(audit_prune(self, before_ms, keep))
     }
 
     fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
@@ -556,153 +224,6 @@ impl AuditSink for PostgresState {
                 "CASE WHEN substr({text}, 1, 1) = '[' THEN {text}::json ->> {index} ELSE {text}::json ->> '{member}' END"
             )
         }))
-    }
-}
-
-impl ApprovalStore for PostgresState {
-    fn create(&self, a: Approval) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let text = encode(&a).map_err(unavailable)?;
-            sqlx::query(
-                "INSERT INTO approvals (id, status, created_ms, expires_ms, grant_name, session, server, tool, args_sha256, policy_version, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&a.id)
-            .bind(a.status.as_str())
-            .bind(a.created_ms as i64)
-            .bind(a.expires_ms as i64)
-            .bind(&a.grant)
-            .bind(&a.session)
-            .bind(&a.server)
-            .bind(&a.tool)
-            .bind(&a.args_sha256)
-            .bind(&a.policy_version)
-            .bind(text)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            Ok(())
-        })
-    }
-
-    fn get<'a>(
-        &'a self,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
-        Box::pin(async move {
-            let text: Option<String> =
-                sqlx::query_scalar("SELECT record FROM approvals WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            text.map(|t| approval_of(&t, now_ms)).transpose()
-        })
-    }
-
-    fn list(&self, all: bool, now_ms: u64) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>> {
-        Box::pin(async move {
-            let query = if all {
-                sqlx::query_scalar::<_, String>(
-                    "SELECT record FROM approvals ORDER BY created_ms DESC LIMIT 1000",
-                )
-            } else {
-                sqlx::query_scalar::<_, String>(
-                    "SELECT record FROM approvals WHERE status = 'pending' AND expires_ms > $1
-                     ORDER BY created_ms DESC LIMIT 1000",
-                )
-                .bind(now_ms as i64)
-            };
-            let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
-            rows.iter().map(|t| approval_of(t, now_ms)).collect()
-        })
-    }
-
-    fn decide<'a>(
-        &'a self,
-        id: &'a str,
-        approve: bool,
-        by: &'a str,
-        reason: Option<&'a str>,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await?;
-            let result = async {
-                let text: Option<String> = sqlx::query_scalar(
-                    "SELECT record FROM approvals WHERE id = $1 AND status = 'pending' AND expires_ms > $2
-                     FOR UPDATE",
-                )
-                .bind(id)
-                .bind(now_ms as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(text) = text else { return Ok(None) };
-                let mut a: Approval = serde_json::from_str(&text)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                a.status = if approve {
-                    ApprovalStatus::Approved
-                } else {
-                    ApprovalStatus::Denied
-                };
-                a.decided_by = Some(by.to_owned());
-                a.reason = reason.map(str::to_owned);
-                a.decided_ms = Some(now_ms);
-                sqlx::query("UPDATE approvals SET status = $1, record = $2 WHERE id = $3")
-                    .bind(a.status.as_str())
-                    .bind(encode(&a)?)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(Some(a))
-            }
-            .await;
-            Self::end(tx, result).await
-        })
-    }
-
-    fn consume<'a>(&'a self, id: &'a str, now_ms: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let n = sqlx::query(
-                "UPDATE approvals SET status = 'used',
-                   record = jsonb_set(record::jsonb, '{status}', '\"used\"')::text
-                 WHERE id = $1 AND status = 'approved' AND expires_ms > $2",
-            )
-            .bind(id)
-            .bind(now_ms as i64)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-            Ok(n == 1)
-        })
-    }
-
-    fn find_approved<'a>(
-        &'a self,
-        call: &'a Approval,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
-        Box::pin(async move {
-            let text: Option<String> = sqlx::query_scalar(
-                "SELECT record FROM approvals WHERE status = 'approved' AND expires_ms > $1
-                   AND grant_name = $2 AND session = $3 AND server = $4 AND tool = $5
-                   AND args_sha256 = $6 AND policy_version = $7
-                 ORDER BY created_ms LIMIT 1",
-            )
-            .bind(now_ms as i64)
-            .bind(&call.grant)
-            .bind(&call.session)
-            .bind(&call.server)
-            .bind(&call.tool)
-            .bind(&call.args_sha256)
-            .bind(&call.policy_version)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            text.map(|t| approval_of(&t, now_ms)).transpose()
-        })
     }
 }
 

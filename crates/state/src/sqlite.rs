@@ -8,22 +8,19 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
-use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
 use crate::audit::{AuditFilter, AuditRecord, AuditSink, AuditTally};
 use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
 };
-use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
-use crate::pins::{PinRecord, PinStore, Pinned};
-use crate::sql::{
-    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_query, audit_records, audit_row_text,
-    audit_tally, bind_audit_filter, encode, pin_record, stored_grant, web_sessions,
-};
+use crate::sql::stores::{SqlStore, audit_prune, end};
+use crate::sql::{audit_query, audit_records, audit_row_text, audit_tally, bind_audit_filter};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
 /// a database is migrated exactly once per step.
@@ -173,36 +170,6 @@ impl SqliteState {
         }
         Ok(())
     }
-
-    /// Takes the connection and SQLite's write lock (`BEGIN IMMEDIATE`).
-    async fn begin(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut *conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(conn)
-    }
-
-    /// Commits after `result` succeeded, rolls back otherwise.
-    async fn end<T>(
-        mut conn: PoolConnection<Sqlite>,
-        result: Result<T, sqlx::Error>,
-    ) -> Result<T, StoreError> {
-        match result {
-            Ok(v) => {
-                sqlx::query("COMMIT")
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(unavailable)?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(unavailable(e))
-            }
-        }
-    }
 }
 
 async fn usage_of(
@@ -257,9 +224,9 @@ impl CounterStore for SqliteState {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Reserve, StoreError>> {
         Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = reserve_in(&mut conn, specs, now_ms).await;
-            Self::end(conn, result).await
+            let mut tx = self.begin().await.map_err(unavailable)?;
+            let result = reserve_in(&mut tx, specs, now_ms).await;
+            end::<Self, _>(tx, result).await
         })
     }
 
@@ -270,9 +237,9 @@ impl CounterStore for SqliteState {
 
     fn rollback(&self, reservation: Reservation) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = rollback_in(&mut conn, &reservation).await;
-            Self::end(conn, result).await
+            let mut tx = self.begin().await.map_err(unavailable)?;
+            let result = rollback_in(&mut tx, &reservation).await;
+            end::<Self, _>(tx, result).await
         })
     }
 
@@ -282,10 +249,10 @@ impl CounterStore for SqliteState {
         now_ms: u64,
     ) -> BoxFuture<'a, Result<Vec<Usage>, StoreError>> {
         Box::pin(async move {
-            let mut conn = self.begin().await?;
+            let mut tx = self.begin().await.map_err(unavailable)?;
             let mut result = Ok(Vec::with_capacity(specs.len()));
             for spec in specs {
-                match usage_of(&mut conn, spec, now_ms).await {
+                match usage_of(&mut tx, spec, now_ms).await {
                     Ok(u) => result
                         .as_mut()
                         .map(|v: &mut Vec<Usage>| v.push(u))
@@ -296,7 +263,7 @@ impl CounterStore for SqliteState {
                     }
                 }
             }
-            Self::end(conn, result).await
+            end::<Self, _>(tx, result).await
         })
     }
 }
@@ -370,312 +337,22 @@ async fn rollback_in(
     Ok(())
 }
 
-async fn pin_of(
-    conn: &mut SqliteConnection,
-    server: &str,
-    tool: &str,
-) -> Result<Option<PinRecord>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {PIN_COLUMNS} FROM pins WHERE server = ? AND tool = ?"
-    ));
-    let row = sqlx::query(sql)
-        .bind(server)
-        .bind(tool)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(pin_record).transpose()
-}
-
-/// Notes a change of the records that generation `name` counts (`pins`, `grants`).
-async fn bump(conn: &mut SqliteConnection, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE generations SET value = value + 1 WHERE name = ?")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-impl SqliteState {
-    /// The value of generation `name`.
-    async fn generation_of(&self, name: &str) -> Result<u64, StoreError> {
-        let value: i64 = sqlx::query_scalar("SELECT value FROM generations WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(value.max(0) as u64)
-    }
-}
-
-impl PinStore for SqliteState {
-    fn load(&self) -> BoxFuture<'_, Result<Vec<PinRecord>, StoreError>> {
-        Box::pin(async move {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {PIN_COLUMNS} FROM pins ORDER BY server, tool"
-            ));
-            let rows = sqlx::query(sql)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(pin_record)
-                .collect::<Result<_, _>>()
-                .map_err(unavailable)
-        })
-    }
-
-    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.generation_of("pins"))
-    }
-
-    fn first_sight<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-        seen: Pinned,
-        trust: bool,
-    ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                if let Some(existing) = pin_of(&mut conn, server, tool).await? {
-                    return Ok(existing);
-                }
-                let column = if trust { "fingerprint, definition, approved_ms" } else { "pending_fingerprint, pending_definition, pending_ms" };
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO pins (server, tool, {column}, first_seen_ms) VALUES (?, ?, ?, ?, ?, ?)"
-                ));
-                sqlx::query(sql)
-                    .bind(server)
-                    .bind(tool)
-                    .bind(&seen.fingerprint)
-                    .bind(&seen.definition)
-                    .bind(seen.at_ms as i64)
-                    .bind(seen.at_ms as i64)
-                    .execute(&mut *conn)
-                    .await?;
-                bump(&mut conn, "pins").await?;
-                Ok(PinRecord {
-                    server: server.to_owned(),
-                    tool: tool.to_owned(),
-                    first_seen_ms: seen.at_ms,
-                    approved: trust.then(|| seen.clone()),
-                    pending: (!trust).then_some(seen),
-                })
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn record_change<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-        seen: Pinned,
-    ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let changed = sqlx::query(
-                    "INSERT INTO pins (server, tool, pending_fingerprint, pending_definition, pending_ms, first_seen_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)
-                     ON CONFLICT (server, tool) DO UPDATE SET
-                       pending_fingerprint = ?3, pending_definition = ?4, pending_ms = ?5
-                     WHERE pending_fingerprint IS NOT ?3",
-                )
-                .bind(server)
-                .bind(tool)
-                .bind(&seen.fingerprint)
-                .bind(&seen.definition)
-                .bind(seen.at_ms as i64)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if changed > 0 {
-                    bump(&mut conn, "pins").await?;
-                }
-                pin_of(&mut conn, server, tool)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn approve<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-        fingerprint: Option<&'a str>,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<PinRecord>, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let changed = sqlx::query(
-                    "UPDATE pins SET fingerprint = pending_fingerprint, definition = pending_definition,
-                       approved_ms = ?1, pending_fingerprint = NULL, pending_definition = NULL, pending_ms = NULL
-                     WHERE server = ?2 AND tool = ?3 AND pending_fingerprint IS NOT NULL
-                       AND (?4 IS NULL OR pending_fingerprint = ?4)",
-                )
-                .bind(now_ms as i64)
-                .bind(server)
-                .bind(tool)
-                .bind(fingerprint)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if changed == 0 {
-                    return Ok(None);
-                }
-                bump(&mut conn, "pins").await?;
-                pin_of(&mut conn, server, tool).await
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn forget<'a>(
-        &'a self,
-        server: &'a str,
-        tool: &'a str,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let n = sqlx::query("DELETE FROM pins WHERE server = ? AND tool = ?")
-                    .bind(server)
-                    .bind(tool)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    bump(&mut conn, "pins").await?;
-                }
-                Ok(n > 0)
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-}
-
-async fn grant_of(
-    conn: &mut SqliteConnection,
-    name: &str,
-) -> Result<Option<StoredGrant>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants WHERE name = ?"));
-    let row = sqlx::query(sql)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.as_ref().map(stored_grant).transpose()
-}
-
-impl web_sessions::SqlPool for SqliteState {
-    type Db = sqlx::Sqlite;
-    fn pool(&self) -> &sqlx::Pool<sqlx::Sqlite> {
+impl SqlStore for SqliteState {
+    type Db = Sqlite;
+    fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-}
-
-impl GrantStore for SqliteState {
-    fn list(&self) -> BoxFuture<'_, Result<Vec<StoredGrant>, StoreError>> {
-        Box::pin(async move {
-            let sql =
-                sqlx::AssertSqlSafe(format!("SELECT {GRANT_COLUMNS} FROM grants ORDER BY name"));
-            let rows = sqlx::query(sql)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(stored_grant)
-                .collect::<Result<_, _>>()
-                .map_err(unavailable)
-        })
+    fn begin(&self) -> BoxFuture<'_, Result<Transaction<'static, Sqlite>, sqlx::Error>> {
+        Box::pin(self.pool.begin_with("BEGIN IMMEDIATE"))
     }
-
-    fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.generation_of("grants"))
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
     }
-
-    fn create(&self, g: StoredGrant) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let n = sqlx::query(
-                    "INSERT INTO grants (name, token_sha256, policy, created_ms, updated_ms)
-                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(&g.name)
-                .bind(&g.token_sha256)
-                .bind(&g.policy)
-                .bind(g.created_ms as i64)
-                .bind(g.updated_ms as i64)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    bump(&mut conn, "grants").await?;
-                }
-                Ok(n > 0)
-            }
-            .await;
-            Self::end(conn, result).await
-        })
+    fn unavailable(e: sqlx::Error) -> StoreError {
+        unavailable(e)
     }
-
-    fn update<'a>(
-        &'a self,
-        name: &'a str,
-        change: GrantChange,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<StoredGrant>, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let Some(mut grant) = grant_of(&mut conn, name).await? else {
-                    return Ok(None);
-                };
-                apply(&mut grant, change, now_ms);
-                sqlx::query(
-                    "UPDATE grants SET token_sha256 = ?, policy = ?, updated_ms = ? WHERE name = ?",
-                )
-                .bind(&grant.token_sha256)
-                .bind(&grant.policy)
-                .bind(grant.updated_ms as i64)
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
-                bump(&mut conn, "grants").await?;
-                Ok(Some(grant))
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn revoke<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let n = sqlx::query("DELETE FROM grants WHERE name = ?")
-                    .bind(name)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                if n > 0 {
-                    bump(&mut conn, "grants").await?;
-                }
-                Ok(n > 0)
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
+    const LOCK_ROW: &'static str = "";
+    const RECORD_USED: &'static str = "json_set(record, '$.status', 'used')";
 }
 
 /// Rows per `INSERT` statement when appending audit records (6 parameters each, well under
@@ -688,7 +365,7 @@ impl AuditSink for SqliteState {
             if records.is_empty() {
                 return Ok(());
             }
-            let mut conn = self.begin().await?;
+            let mut tx = self.begin().await.map_err(unavailable)?;
             let result = async {
                 for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
                     let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
@@ -706,12 +383,12 @@ impl AuditSink for SqliteState {
                             .bind(r.decision.as_str())
                             .bind(text);
                     }
-                    query.execute(&mut *conn).await?;
+                    query.execute(&mut *tx).await?;
                 }
                 Ok(())
             }
             .await;
-            Self::end(conn, result).await
+            end::<Self, _>(tx, result).await
         })
     }
 
@@ -730,26 +407,7 @@ impl AuditSink for SqliteState {
     }
 
     fn prune(&self, before_ms: u64, keep: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let old = sqlx::query("DELETE FROM audit WHERE at_ms < ?")
-                    .bind(before_ms as i64)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-                let over = sqlx::query(
-                    "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                )
-                .bind(keep.min(i64::MAX as u64) as i64)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(old + over)
-            }
-            .await;
-            Self::end(conn, result).await
-        })
+        Box::pin(audit_prune(self, before_ms, keep))
     }
 
     fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>> {
@@ -765,159 +423,11 @@ impl AuditSink for SqliteState {
     }
 }
 
-impl ApprovalStore for SqliteState {
-    fn create(&self, a: Approval) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                sqlx::query(
-                    "INSERT INTO approvals (id, status, created_ms, expires_ms, grant_name, session, server, tool, args_sha256, policy_version, record)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&a.id)
-                .bind(a.status.as_str())
-                .bind(a.created_ms as i64)
-                .bind(a.expires_ms as i64)
-                .bind(&a.grant)
-                .bind(&a.session)
-                .bind(&a.server)
-                .bind(&a.tool)
-                .bind(&a.args_sha256)
-                .bind(&a.policy_version)
-                .bind(encode(&a)?)
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn get<'a>(
-        &'a self,
-        id: &'a str,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
-        Box::pin(async move {
-            let text: Option<String> =
-                sqlx::query_scalar("SELECT record FROM approvals WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(unavailable)?;
-            text.map(|t| approval_of(&t, now_ms)).transpose()
-        })
-    }
-
-    fn list(&self, all: bool, now_ms: u64) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>> {
-        Box::pin(async move {
-            let sql = if all {
-                "SELECT record FROM approvals ORDER BY created_ms DESC LIMIT 1000"
-            } else {
-                "SELECT record FROM approvals WHERE status = 'pending' AND expires_ms > ? ORDER BY created_ms DESC LIMIT 1000"
-            };
-            let mut query = sqlx::query_scalar::<_, String>(sql);
-            if !all {
-                query = query.bind(now_ms as i64);
-            }
-            let rows = query.fetch_all(&self.pool).await.map_err(unavailable)?;
-            rows.iter().map(|t| approval_of(t, now_ms)).collect()
-        })
-    }
-
-    fn decide<'a>(
-        &'a self,
-        id: &'a str,
-        approve: bool,
-        by: &'a str,
-        reason: Option<&'a str>,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let text: Option<String> = sqlx::query_scalar(
-                    "SELECT record FROM approvals WHERE id = ? AND status = 'pending' AND expires_ms > ?",
-                )
-                .bind(id)
-                .bind(now_ms as i64)
-                .fetch_optional(&mut *conn)
-                .await?;
-                let Some(text) = text else { return Ok(None) };
-                let mut a: Approval = serde_json::from_str(&text)
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                a.status = if approve {
-                    ApprovalStatus::Approved
-                } else {
-                    ApprovalStatus::Denied
-                };
-                a.decided_by = Some(by.to_owned());
-                a.reason = reason.map(str::to_owned);
-                a.decided_ms = Some(now_ms);
-                sqlx::query("UPDATE approvals SET status = ?, record = ? WHERE id = ?")
-                    .bind(a.status.as_str())
-                    .bind(encode(&a)?)
-                    .bind(id)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(Some(a))
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn consume<'a>(&'a self, id: &'a str, now_ms: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.begin().await?;
-            let result = async {
-                let n = sqlx::query(
-                    "UPDATE approvals SET status = 'used', record = json_set(record, '$.status', 'used')
-                     WHERE id = ? AND status = 'approved' AND expires_ms > ?",
-                )
-                .bind(id)
-                .bind(now_ms as i64)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(n == 1)
-            }
-            .await;
-            Self::end(conn, result).await
-        })
-    }
-
-    fn find_approved<'a>(
-        &'a self,
-        call: &'a Approval,
-        now_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Approval>, StoreError>> {
-        Box::pin(async move {
-            let text: Option<String> = sqlx::query_scalar(
-                "SELECT record FROM approvals WHERE status = 'approved' AND expires_ms > ?
-                   AND grant_name = ? AND session = ? AND server = ? AND tool = ? AND args_sha256 = ? AND policy_version = ?
-                 ORDER BY created_ms LIMIT 1",
-            )
-            .bind(now_ms as i64)
-            .bind(&call.grant)
-            .bind(&call.session)
-            .bind(&call.server)
-            .bind(&call.tool)
-            .bind(&call.args_sha256)
-            .bind(&call.policy_version)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-            text.map(|t| approval_of(&t, now_ms)).transpose()
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::counters::tests::contract;
+    use crate::pins::PinStore;
 
     #[tokio::test]
     async fn sqlite_store_keeps_the_contract_and_survives_reopening() {
@@ -1001,7 +511,7 @@ mod tests {
         assert_eq!(read.expect("the query waited").unwrap().len(), 1);
         let tally = tokio::time::timeout(Duration::from_secs(1), store.tally(0)).await;
         assert_eq!(tally.expect("the tally waited").unwrap()[0].count, 1);
-        SqliteState::end(writing, Ok(())).await.unwrap();
+        end::<SqliteState, _>(writing, Ok(())).await.unwrap();
         assert_eq!(store.query(&filter).await.unwrap().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }

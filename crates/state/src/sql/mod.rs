@@ -9,6 +9,8 @@ use crate::counters::StoreError;
 use crate::grants::StoredGrant;
 use crate::pins::{PinRecord, Pinned};
 
+pub(crate) mod stores;
+
 /// The columns [`pin_record`] reads, in order.
 pub(crate) const PIN_COLUMNS: &str = "server, tool, fingerprint, definition, approved_ms, pending_fingerprint, pending_definition, pending_ms, first_seen_ms";
 
@@ -197,100 +199,6 @@ where
     match filter.after_id {
         Some(_) => rows.iter().map(decode).collect(),
         None => rows.iter().rev().map(decode).collect(),
-    }
-}
-
-/// Browser sessions ([`crate::WebSessionStore`]) in either database: the statements are the
-/// same (SQLite reads `$n` as the n-th parameter too).
-pub(crate) mod web_sessions {
-    use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Type};
-
-    use crate::counters::{BoxFuture, StoreError};
-    use crate::web_sessions::{StoredWebSession, WebSessionStore};
-
-    /// A store on a pool of one of the SQL databases.
-    pub(crate) trait SqlPool: Send + Sync {
-        type Db: Database;
-        fn pool(&self) -> &Pool<Self::Db>;
-    }
-
-    impl<T> WebSessionStore for T
-    where
-        T: SqlPool,
-        for<'c> &'c Pool<T::Db>: Executor<'c, Database = T::Db>,
-        <T::Db as Database>::Arguments: IntoArguments<T::Db>,
-        for<'q> String: Encode<'q, T::Db> + Type<T::Db>,
-        for<'q> i64: Encode<'q, T::Db> + Type<T::Db>,
-        for<'r> (String, String, i64): sqlx::FromRow<'r, <T::Db as Database>::Row>,
-    {
-        fn put<'a>(
-            &'a self,
-            digest: &'a str,
-            session: &'a StoredWebSession,
-            now_ms: u64,
-        ) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM web_sessions WHERE expires_ms <= $1")
-                    .bind(clamp(now_ms))
-                    .execute(self.pool())
-                    .await
-                    .map_err(unavailable)?;
-                sqlx::query(
-                    "INSERT INTO web_sessions (digest, name, role, expires_ms) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (digest) DO UPDATE
-                     SET name = excluded.name, role = excluded.role, expires_ms = excluded.expires_ms",
-                )
-                .bind(digest.to_owned())
-                .bind(session.name.clone())
-                .bind(session.role.clone())
-                .bind(clamp(session.expires_ms))
-                .execute(self.pool())
-                .await
-                .map_err(unavailable)?;
-                Ok(())
-            })
-        }
-
-        fn get<'a>(
-            &'a self,
-            digest: &'a str,
-            now_ms: u64,
-        ) -> BoxFuture<'a, Result<Option<StoredWebSession>, StoreError>> {
-            Box::pin(async move {
-                let row: Option<(String, String, i64)> = sqlx::query_as(
-                    "SELECT name, role, expires_ms FROM web_sessions WHERE digest = $1 AND expires_ms > $2",
-                )
-                .bind(digest.to_owned())
-                .bind(clamp(now_ms))
-                .fetch_optional(self.pool())
-                .await
-                .map_err(unavailable)?;
-                Ok(row.map(|(name, role, expires_ms)| StoredWebSession {
-                    name,
-                    role,
-                    expires_ms: expires_ms.max(0) as u64,
-                }))
-            })
-        }
-
-        fn remove<'a>(&'a self, digest: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM web_sessions WHERE digest = $1")
-                    .bind(digest.to_owned())
-                    .execute(self.pool())
-                    .await
-                    .map_err(unavailable)?;
-                Ok(())
-            })
-        }
-    }
-
-    fn clamp(ms: u64) -> i64 {
-        ms.min(i64::MAX as u64) as i64
-    }
-
-    fn unavailable(e: sqlx::Error) -> StoreError {
-        StoreError::Unavailable(e.to_string())
     }
 }
 
