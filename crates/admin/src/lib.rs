@@ -88,9 +88,9 @@ impl Caller {
             StatusCode::FORBIDDEN,
             &format!(
                 "this needs the {} role; {:?} has {}",
-                role_name(needs),
+                needs.name(),
                 self.name,
-                role_name(self.role)
+                self.role.name()
             ),
         ))
     }
@@ -281,14 +281,6 @@ impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for
             .await
             .map(|axum::extract::Query(params)| Params(params))
             .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()))
-    }
-}
-
-pub(crate) fn role_name(role: AdminRole) -> &'static str {
-    match role {
-        AdminRole::Viewer => "viewer",
-        AdminRole::PolicyManager => "policy_manager",
-        AdminRole::Admin => "admin",
     }
 }
 

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 use toolgate_gateway::config::AdminRole;
 
-use crate::{Admin, Shared, error, find, role_name, unavailable, web};
+use crate::{Admin, Shared, error, find, unavailable, web};
 use std::sync::Arc;
 
 /// A page: its path, title, navigation label, the fragment inside `<main>` and its script.
@@ -157,7 +157,7 @@ pub(crate) fn page(
             format!(
                 r#"<span class="who">{} ({})</span><form method="post" action="/logout" id="logout"><input type="hidden" name="csrf" value="{}"><button>Log out</button></form>"#,
                 escape(&s.name),
-                role_name(s.role),
+                s.role.name(),
                 escape(&s.csrf)
             ),
         ),

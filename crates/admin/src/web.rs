@@ -15,8 +15,6 @@ use toolgate_gateway::grant::token_digest;
 use toolgate_gateway::guard::now_ms;
 use toolgate_state::{StoreError, StoredWebSession, WebSessionStore};
 
-use crate::role_name;
-
 /// The session cookie's name.
 pub const COOKIE: &str = "tg_admin";
 /// How long a browser session lasts.
@@ -57,16 +55,6 @@ fn csrf_of(value: &str) -> String {
     hex::encode(token_digest(&format!("toolgate web csrf:{value}")))
 }
 
-fn role_of(name: &str) -> Option<AdminRole> {
-    [
-        AdminRole::Viewer,
-        AdminRole::PolicyManager,
-        AdminRole::Admin,
-    ]
-    .into_iter()
-    .find(|r| role_name(*r) == name)
-}
-
 impl WebSessions {
     /// Sessions kept in `store`.
     pub fn new(store: Arc<dyn WebSessionStore>) -> WebSessions {
@@ -86,7 +74,7 @@ impl WebSessions {
         let now = now_ms();
         let stored = StoredWebSession {
             name: name.to_owned(),
-            role: role_name(role).to_owned(),
+            role: role.name().to_owned(),
             expires_ms: now + SESSION_TTL.as_millis() as u64,
         };
         self.store.put(&storage_key(&value), &stored, now).await?;
@@ -109,7 +97,7 @@ impl WebSessions {
         let Some(stored) = self.store.get(&storage_key(&value), now_ms()).await? else {
             return Ok(None);
         };
-        let Some(role) = role_of(&stored.role) else {
+        let Some(role) = AdminRole::from_name(&stored.role) else {
             return Ok(None);
         };
         let session = WebSession {

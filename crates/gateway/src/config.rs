@@ -137,6 +137,29 @@ pub enum AdminRole {
     Admin,
 }
 
+impl AdminRole {
+    /// Every role, least power first.
+    pub const ALL: [AdminRole; 3] = [
+        AdminRole::Viewer,
+        AdminRole::PolicyManager,
+        AdminRole::Admin,
+    ];
+
+    /// The role's name, as in the config (`role = "policy_manager"`) and in stored web sessions.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminRole::Viewer => "viewer",
+            AdminRole::PolicyManager => "policy_manager",
+            AdminRole::Admin => "admin",
+        }
+    }
+
+    /// The role called `name`.
+    pub fn from_name(name: &str) -> Option<AdminRole> {
+        AdminRole::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// One admin API token.
 #[derive(Debug, Clone)]
 pub struct AdminToken {
@@ -1308,6 +1331,16 @@ policy = "policies/alice.json"
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn admin_role_names_are_the_config_names() {
+        for role in AdminRole::ALL {
+            let parsed: AdminRole = serde_json::from_value(serde_json::json!(role.name())).unwrap();
+            assert_eq!(parsed, role);
+            assert_eq!(AdminRole::from_name(role.name()), Some(role));
+        }
+        assert_eq!(AdminRole::from_name("root"), None);
     }
 
     #[test]
