@@ -1103,6 +1103,41 @@ fn report(
             }
         }
     }
+    // When the driver, the gateway and the upstream saturate the machine's cores together,
+    // throughput follows the CPU all three spend per call: this shows how much of a ratio the
+    // driver's and the upstream's share alone leave, and whether the gateway's CPU explains
+    // the rest.
+    let _ = writeln!(
+        o,
+        "\n== CPU per call at c={top}, and the throughput ratio it implies (CPU-bound once the cores are saturated) =="
+    );
+    let _ = writeln!(
+        o,
+        "{:<34} {:>14} {:>8} {:>18} {:>15} {:>11}",
+        "path", "drv + up us", "gw us", "free gateway %", "CPU-implied %", "measured %"
+    );
+    for mode in MODES {
+        let Some(base) = mode.baseline() else {
+            continue;
+        };
+        let (Some(g), Some(d)) = (cell(top, mode), cell(top, base)) else {
+            continue;
+        };
+        let direct = d.cpu_us_per_call(d.cpu_driver_ns) + d.cpu_us_per_call(d.cpu_upstream_ns);
+        let rest = g.cpu_us_per_call(g.cpu_driver_ns) + g.cpu_us_per_call(g.cpu_upstream_ns);
+        let gw = g.cpu_us_per_call(g.cpu_gateway_ns);
+        let _ = writeln!(
+            o,
+            "{:<34} {:>14.1} {:>8.1} {:>18.0} {:>15.0} {:>11.0}",
+            mode.label(),
+            rest,
+            gw,
+            direct / rest * 100.0,
+            direct / (rest + gw) * 100.0,
+            g.throughput() / d.throughput() * 100.0,
+        );
+    }
+
     if !levels.contains(&1) {
         targets.push("[----] the latency target is judged at c=1, which was not run".into());
     }
