@@ -309,8 +309,18 @@ mod tests {
         validate(bytes, limits)?;
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') => {}
-            Some(b'[') => return Err(WireError::new(ErrorCode::InvalidRequest, "batch")),
-            _ => return Err(WireError::new(ErrorCode::InvalidRequest, "not an object")),
+            Some(b'[') => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
+                ));
+            }
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidRequest,
+                    "a message must be a JSON object",
+                ));
+            }
         }
         let body = RawObject::parse(std::str::from_utf8(bytes).unwrap())
             .map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
@@ -353,6 +363,121 @@ mod tests {
                     ),
                 }
             }
+        }
+    }
+
+    /// Pieces of JSON (and of broken JSON) that the structural fast path has to judge:
+    /// repeated and escaped keys, strings holding brackets and quotes, deep nesting.
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ":",
+        ",",
+        " ",
+        "\"a\"",
+        "\"b\"",
+        "\"a\\u0000\"",
+        "\"\\\"\"",
+        "\"}\"",
+        "\"]\"",
+        "\"\\\\\"",
+        "1",
+        "-2.5e3",
+        "true",
+        "null",
+        "\"jsonrpc\"",
+        "\"2.0\"",
+        "\"id\"",
+        "\"method\"",
+        "\"m\"",
+        "\"params\"",
+        "\"result\"",
+        "\"\\",
+    ];
+
+    /// Member names for generated objects: few, so that duplicates are common, and one that
+    /// is `"a"` written with an escape (a duplicate only a decoder sees).
+    const KEYS: &[&str] = &["\"a\"", "\"b\"", "\"c\"", "\"\\u0061\"", "\"a\\u0000\""];
+
+    /// JSON texts: nested objects and arrays of a few leaves, with repeated keys.
+    fn json_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = proptest::sample::select(
+            &["1", "true", "null", "\"x\"", "\"}\"", "\"\\\"]\"", "-0.5"][..],
+        )
+        .prop_map(String::from);
+        leaf.prop_recursive(8, 64, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((proptest::sample::select(KEYS), inner), 0..5).prop_map(
+                    |members| {
+                        let members: Vec<String> =
+                            members.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                        format!("{{{}}}", members.join(","))
+                    }
+                ),
+            ]
+        })
+    }
+
+    /// Both parses of `text` answer alike: the same message, or the same error.
+    fn same_answer(
+        text: &str,
+        limits: &Limits,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let fast = Message::parse(text.as_bytes(), limits).map(|m| m.to_json());
+        let slow = parse_slowly(text.as_bytes(), limits).map(|m| m.to_json());
+        match (&fast, &slow) {
+            (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => {
+                proptest::prop_assert_eq!((a.code, &a.message), (b.code, &b.message))
+            }
+            _ => proptest::prop_assert!(false, "{text:?}: fast {fast:?}, full {slow:?}"),
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Well-formed messages whose params repeat keys at any depth, some of them cut or
+        /// with a byte inserted.
+        #[test]
+        fn the_fast_path_agrees_with_the_full_check_on_generated_objects(
+            params in json_text(),
+            damage in proptest::option::of((proptest::num::usize::ANY, proptest::sample::select(PIECES))),
+            depth in 2usize..10,
+        ) {
+            let mut text = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{params}}}"#);
+            if let Some((at, piece)) = damage {
+                let at = at % (text.len() + 1);
+                if at % 2 == 0 {
+                    text.insert_str(at, piece);
+                } else {
+                    text.truncate(at);
+                }
+            }
+            same_answer(&text, &Limits { max_bytes: 1 << 20, max_depth: depth })?;
+        }
+
+        /// The fast path (a hand-written scan) may only send a message on to the parse when
+        /// the full check would have passed it: a duplicate key it missed would let a policy
+        /// read one `name` while the upstream runs another.
+        #[test]
+        fn the_fast_path_agrees_with_the_full_check_on_generated_messages(
+            envelope in proptest::bool::ANY,
+            pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..48),
+            depth in 2usize..8,
+        ) {
+            let mut text = String::new();
+            if envelope {
+                text.push_str(r#"{"jsonrpc":"2.0","id":1,"method":"m","params":"#);
+            }
+            text.extend(pieces);
+            same_answer(&text, &Limits { max_bytes: 1 << 20, max_depth: depth })?;
         }
     }
 
