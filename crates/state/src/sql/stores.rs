@@ -135,36 +135,16 @@ where
         seen: Pinned,
         trust: bool,
     ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await.map_err(T::unavailable)?;
-            let result = async {
-                let column = if trust {
-                    "fingerprint, definition, approved_ms"
-                } else {
-                    "pending_fingerprint, pending_definition, pending_ms"
-                };
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO pins (server, tool, {column}, first_seen_ms) VALUES ($1, $2, $3, $4, $5, $5)
-                     ON CONFLICT (server, tool) DO NOTHING"
-                ));
-                let inserted = sqlx::query(sql)
-                    .bind(server)
-                    .bind(tool)
-                    .bind(seen.fingerprint.as_str())
-                    .bind(seen.definition.as_str())
-                    .bind(seen.at_ms as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                if T::rows_affected(&inserted) > 0 {
-                    sqlx::query(BUMP).bind("pins").execute(&mut *tx).await?;
-                }
-                pin_of::<T>(&mut tx, server, tool)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)
-            }
-            .await;
-            end::<T, _>(tx, result).await
-        })
+        let column = if trust {
+            "fingerprint, definition, approved_ms"
+        } else {
+            "pending_fingerprint, pending_definition, pending_ms"
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO pins (server, tool, {column}, first_seen_ms) VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (server, tool) DO NOTHING"
+        ));
+        Box::pin(write_pin(self, sql, server, tool, seen))
     }
 
     fn record_change<'a>(
@@ -173,33 +153,12 @@ where
         tool: &'a str,
         seen: Pinned,
     ) -> BoxFuture<'a, Result<PinRecord, StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.begin().await.map_err(T::unavailable)?;
-            let result = async {
-                let changed = sqlx::query(
-                    "INSERT INTO pins (server, tool, pending_fingerprint, pending_definition, pending_ms, first_seen_ms)
-                     VALUES ($1, $2, $3, $4, $5, $5)
-                     ON CONFLICT (server, tool) DO UPDATE SET
-                       pending_fingerprint = $3, pending_definition = $4, pending_ms = $5
-                     WHERE pins.pending_fingerprint IS DISTINCT FROM $3",
-                )
-                .bind(server)
-                .bind(tool)
-                .bind(seen.fingerprint.as_str())
-                .bind(seen.definition.as_str())
-                .bind(seen.at_ms as i64)
-                .execute(&mut *tx)
-                .await?;
-                if T::rows_affected(&changed) > 0 {
-                    sqlx::query(BUMP).bind("pins").execute(&mut *tx).await?;
-                }
-                pin_of::<T>(&mut tx, server, tool)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)
-            }
-            .await;
-            end::<T, _>(tx, result).await
-        })
+        let sql = "INSERT INTO pins (server, tool, pending_fingerprint, pending_definition, pending_ms, first_seen_ms)
+             VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (server, tool) DO UPDATE SET
+               pending_fingerprint = $3, pending_definition = $4, pending_ms = $5
+             WHERE pins.pending_fingerprint IS DISTINCT FROM $3";
+        Box::pin(write_pin(self, sql, server, tool, seen))
     }
 
     fn approve<'a>(
@@ -258,6 +217,45 @@ where
             end::<T, _>(tx, result).await
         })
     }
+}
+
+/// Writes a pin with `sql` (bound: server, tool, fingerprint, definition, time), notes the
+/// change in the generation if a row changed, and reads the pin back, in one transaction.
+async fn write_pin<T>(
+    store: &T,
+    sql: impl sqlx::SqlSafeStr,
+    server: &str,
+    tool: &str,
+    seen: Pinned,
+) -> Result<PinRecord, StoreError>
+where
+    T: SqlStore,
+    for<'c> &'c mut <T::Db as Database>::Connection: Executor<'c, Database = T::Db>,
+    <T::Db as Database>::Arguments: IntoArguments<T::Db>,
+    for<'q> &'q str: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> i64: Encode<'q, T::Db> + Decode<'q, T::Db> + Type<T::Db>,
+    for<'r> String: Decode<'r, T::Db> + Type<T::Db>,
+    usize: ColumnIndex<<T::Db as Database>::Row>,
+{
+    let mut tx = store.begin().await.map_err(T::unavailable)?;
+    let result = async {
+        let written = sqlx::query(sql)
+            .bind(server)
+            .bind(tool)
+            .bind(seen.fingerprint.as_str())
+            .bind(seen.definition.as_str())
+            .bind(seen.at_ms as i64)
+            .execute(&mut *tx)
+            .await?;
+        if T::rows_affected(&written) > 0 {
+            sqlx::query(BUMP).bind("pins").execute(&mut *tx).await?;
+        }
+        pin_of::<T>(&mut tx, server, tool)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+    .await;
+    end::<T, _>(tx, result).await
 }
 
 /// One tool's pin, read inside a transaction.
