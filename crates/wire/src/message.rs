@@ -42,21 +42,7 @@ impl Message {
             Err(e) => e,
             Ok(()) => WireError::new(ErrorCode::Parse, fallback),
         };
-        match first {
-            Some(b'{') => {}
-            Some(b'[') => {
-                return Err(WireError::new(
-                    ErrorCode::InvalidRequest,
-                    "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
-                ));
-            }
-            _ => {
-                return Err(WireError::new(
-                    ErrorCode::InvalidRequest,
-                    "a message must be a JSON object",
-                ));
-            }
-        }
+        one_object(first)?;
         let text = std::str::from_utf8(bytes).map_err(|_| precise("invalid UTF-8".into()))?;
         let body = RawObject::parse(text).map_err(|e| precise(e.to_string()))?;
         Message::from_object(body)
@@ -290,6 +276,22 @@ impl Message {
     }
 }
 
+/// Refuses what is not one JSON object, judged by its first non-blank byte: a batch (an
+/// array), or any other value.
+fn one_object(first: Option<&u8>) -> Result<(), WireError> {
+    match first {
+        Some(b'{') => Ok(()),
+        Some(b'[') => Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
+        )),
+        _ => Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            "a message must be a JSON object",
+        )),
+    }
+}
+
 fn envelope() -> RawObject {
     let mut body = RawObject::new();
     body.set("jsonrpc", raw_string("2.0"));
@@ -307,21 +309,7 @@ mod tests {
     /// What `parse` answered before it had a fast path: the full check, then the parse.
     fn parse_slowly(bytes: &[u8], limits: &Limits) -> Result<Message, WireError> {
         validate(bytes, limits)?;
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            Some(b'[') => {
-                return Err(WireError::new(
-                    ErrorCode::InvalidRequest,
-                    "JSON-RPC batches are not supported (removed from MCP in 2025-06-18)",
-                ));
-            }
-            _ => {
-                return Err(WireError::new(
-                    ErrorCode::InvalidRequest,
-                    "a message must be a JSON object",
-                ));
-            }
-        }
+        one_object(bytes.iter().find(|b| !b.is_ascii_whitespace()))?;
         let body = RawObject::parse(std::str::from_utf8(bytes).unwrap())
             .map_err(|e| WireError::new(ErrorCode::Parse, e.to_string()))?;
         Message::from_object(body)
