@@ -77,11 +77,12 @@ enum Mode {
     GwHttpStdioAudit,
     GwHttpStdioNoAudit,
     GwHttpStdioPolicyRedis,
+    GwHttpStdioShared,
     DirectStdio,
     GwStdio,
 }
 
-const MODES: [Mode; 11] = [
+const MODES: [Mode; 12] = [
     Mode::Bare,
     Mode::DirectHttp,
     Mode::FloorHttpStdio,
@@ -91,6 +92,7 @@ const MODES: [Mode; 11] = [
     Mode::GwHttpStdioAudit,
     Mode::GwHttpStdioNoAudit,
     Mode::GwHttpStdioPolicyRedis,
+    Mode::GwHttpStdioShared,
     Mode::DirectStdio,
     Mode::GwStdio,
 ];
@@ -107,6 +109,7 @@ impl Mode {
             Mode::GwHttpStdioAudit => "  same, twin with audit on",
             Mode::GwHttpStdioNoAudit => "  same, twin with audit off",
             Mode::GwHttpStdioPolicyRedis => "  same, policy + 2 limits in Redis",
+            Mode::GwHttpStdioShared => "toolgate HTTP -> stdio, shared child",
             Mode::DirectStdio => "direct stdio",
             Mode::GwStdio => "toolgate stdio -> stdio upstream",
         }
@@ -122,7 +125,8 @@ impl Mode {
             | Mode::GwHttpStdioPolicy
             | Mode::GwHttpStdioAudit
             | Mode::GwHttpStdioNoAudit
-            | Mode::GwHttpStdioPolicyRedis => Some(Mode::DirectHttp),
+            | Mode::GwHttpStdioPolicyRedis
+            | Mode::GwHttpStdioShared => Some(Mode::DirectHttp),
             Mode::GwStdio => Some(Mode::DirectStdio),
             _ => None,
         }
@@ -138,6 +142,10 @@ impl Mode {
 /// Scoped endpoints of the benchmark gateway, one per upstream transport.
 const HTTP_UPSTREAM_PATH: &str = "/mcp/demo-http";
 const STDIO_UPSTREAM_PATH: &str = "/mcp/demo-stdio";
+/// The same stdio upstream with `isolation = "shared"`: one child multiplexes every session,
+/// as for a stateless server, so that what the gateway costs is not hidden behind the cost
+/// of one child process per session.
+const SHARED_UPSTREAM_PATH: &str = "/mcp/demo-shared";
 const GRANT: &str = "bench";
 /// A second grant whose policy has predicates and two rate limits (memory counters), to
 /// measure what policy and limits add to the same relay path.
@@ -601,7 +609,7 @@ async fn setup(
     let demo_cmd = format!("{:?}", demo.display().to_string());
     // The main gateway and its audit twins: both upstreams, both grants.
     let both_servers = format!(
-        "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n",
+        "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n\n[servers.demo-shared]\ncommand = {demo_cmd}\nisolation = \"shared\"\n",
         demo_http.addr
     );
     let policy_grant = format!(
@@ -801,6 +809,10 @@ async fn open_clients(env: &Env, mode: Mode, c: usize) -> anyhow::Result<Vec<Cli
                 http::Session::open(env.gateway.addr, STDIO_UPSTREAM_PATH, Some(&env.token))
                     .await?,
             ),
+            Mode::GwHttpStdioShared => Client::Http(
+                http::Session::open(env.gateway.addr, SHARED_UPSTREAM_PATH, Some(&env.token))
+                    .await?,
+            ),
             Mode::GwHttpStdioPolicy => Client::Http(
                 http::Session::open(
                     env.gateway.addr,
@@ -848,7 +860,7 @@ fn processes(env: &Env, mode: Mode) -> (Option<u32>, Vec<u32>) {
         Mode::DirectHttp => (None, vec![env.demo_http.pid]),
         Mode::FloorHttpStdio => (Some(env.floor.pid), procs::children(env.floor.pid)),
         Mode::GwHttpHttp => (Some(env.gateway.pid), vec![env.demo_http.pid]),
-        Mode::GwHttpStdio | Mode::GwHttpStdioPolicy => {
+        Mode::GwHttpStdio | Mode::GwHttpStdioPolicy | Mode::GwHttpStdioShared => {
             (Some(env.gateway.pid), procs::children(env.gateway.pid))
         }
         Mode::GwHttpStdioAudit => (
