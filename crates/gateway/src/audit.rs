@@ -134,6 +134,7 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
     // Unique ids: this writer's random 64 bits, then a sequence number (no draw per record).
     let prefix: u64 = rand::random();
     let mut sequence: u64 = 0;
+    let uids = sink.needs_uids();
     while let Some(first) = rx.recv().await {
         // A flush marker is written at once; a record waits for company.
         if first.0.is_some() && !window.is_zero() {
@@ -147,7 +148,7 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
             }
         }
         // Each record gets its unique id before the first attempt, so that a retry after a
-        // lost answer cannot store it twice (where the store can tell).
+        // lost answer cannot store it twice (where the store can tell, and needs it).
         let mut acks = Vec::new();
         let records: Vec<AuditRecord> = batch
             .drain(..)
@@ -156,6 +157,9 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
                 record.map(|r| *r)
             })
             .map(|mut r| {
+                if !uids {
+                    return r;
+                }
                 r.uid.get_or_insert_with(|| {
                     sequence += 1;
                     // As `format!("{prefix:016x}{sequence:016x}")`, without its machinery.

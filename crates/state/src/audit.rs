@@ -129,6 +129,12 @@ pub trait AuditSink: Send + Sync {
     /// server and tool where they are stored: an hour of a busy gateway is millions of
     /// records, too many to move for an overview. In no particular order.
     fn tally(&self, since_ms: u64) -> BoxFuture<'_, Result<Vec<AuditTally>, StoreError>>;
+    /// Whether records need their unique id (`uid`) before [`AuditSink::append`]: a store
+    /// that may be handed a record twice (a retry after a lost answer, a replay) and tells
+    /// them apart by it. An in-process store whose append is all or nothing does not.
+    fn needs_uids(&self) -> bool {
+        true
+    }
 }
 
 /// Audit records in this process's memory (tests; a gateway without a state directory).

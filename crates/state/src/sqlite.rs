@@ -421,6 +421,11 @@ impl AuditSink for SqliteState {
             },
         ))
     }
+
+    /// A failed append rolls back, and nothing retries one that succeeded.
+    fn needs_uids(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
