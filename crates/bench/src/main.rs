@@ -607,8 +607,9 @@ async fn setup(
     )
     .await?;
     let demo_cmd = format!("{:?}", demo.display().to_string());
-    // The main gateway and its audit twins: both upstreams, both grants.
-    let both_servers = format!(
+    // The main gateway and its audit twins: the HTTP upstream, the stdio one per session and
+    // shared, both grants.
+    let gateway_servers = format!(
         "[servers.demo-http]\nurl = \"http://{}/mcp\"\n\n[servers.demo-stdio]\ncommand = {demo_cmd}\n\n[servers.demo-shared]\ncommand = {demo_cmd}\nisolation = \"shared\"\n",
         demo_http.addr
     );
@@ -621,7 +622,7 @@ async fn setup(
         dir,
         "gateway.toml",
         &token,
-        &both_servers,
+        &gateway_servers,
         "",
         &policy_grant,
     )?;
@@ -639,7 +640,7 @@ async fn setup(
             dir,
             &format!("{name}.toml"),
             &token,
-            &both_servers,
+            &gateway_servers,
             "",
             &format!("{policy_grant}\n[audit]\nenabled = {enabled}\n"),
         )?;
