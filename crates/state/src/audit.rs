@@ -378,6 +378,39 @@ pub(crate) mod tests {
             }
         );
         tally_contract(sink).await;
+        large_batch_contract(sink).await;
+    }
+
+    /// A batch larger than one statement's rows is stored whole, in its order.
+    async fn large_batch_contract(sink: &dyn AuditSink) {
+        let newest = |limit| AuditFilter {
+            limit,
+            ..AuditFilter::default()
+        };
+        let last = sink
+            .query(&newest(1))
+            .await
+            .unwrap()
+            .pop()
+            .map_or(0, |r| r.id);
+        let batch: Vec<AuditRecord> = (0..1_201)
+            .map(|i| AuditRecord {
+                uid: Some(format!("large-{i}")),
+                ..record(5_000_000 + i, "erin", "read", "allowed")
+            })
+            .collect();
+        sink.append(&batch).await.unwrap();
+        let stored = sink
+            .query(&AuditFilter {
+                after_id: Some(last),
+                ..newest(5_000)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            batch.iter().map(|r| r.at_ms).collect::<Vec<_>>()
+        );
     }
 
     /// Counting happens where the records are: per minute, decision, server and tool, calls

@@ -12,8 +12,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::audit::{AuditFilter, AuditRecord, AuditSink, AuditTally};
 use crate::counters::{BoxFuture, StoreError};
-use crate::sql::stores::{SqlStore, audit_prune, end};
-use crate::sql::{audit_query, audit_records, audit_row_text, audit_tally, bind_audit_filter};
+use crate::sql::stores::{SqlStore, audit_append, audit_prune, end};
+use crate::sql::{audit_query, audit_records, audit_tally, bind_audit_filter};
 
 /// Schema migrations, applied in order; `toolgate_migrations` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -150,54 +150,18 @@ impl SqlStore for PostgresState {
     fn unavailable(e: sqlx::Error) -> StoreError {
         unavailable(e)
     }
+    fn push_param(sql: &mut String, n: usize) {
+        sql.push('$');
+        sql.push_str(itoa::Buffer::new().format(n));
+    }
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const RECORD_USED: &'static str = "jsonb_set(record::jsonb, '{status}', '\"used\"')::text";
+    const AUDIT_UIDS: bool = true;
 }
-
-/// Rows per `INSERT` statement when appending audit records (7 parameters each).
-const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 impl AuditSink for PostgresState {
     fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let mut tx = self.begin().await.map_err(unavailable)?;
-            let result = async {
-                for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
-                    let rows = (0..chunk.len())
-                        .map(|i| {
-                            let p = i * 7;
-                            let params: Vec<String> =
-                                (p + 1..=p + 7).map(|n| format!("${n}")).collect();
-                            format!("({})", params.join(", "))
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let sql = sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO audit (uid, at_ms, grant_name, server, tool, decision, record) VALUES {rows}
-                         ON CONFLICT (uid) DO NOTHING"
-                    ));
-                    let mut query = sqlx::query(sql);
-                    for r in chunk {
-                        let text = audit_row_text(r)?;
-                        query = query
-                            .bind(r.uid.as_deref())
-                            .bind(r.at_ms as i64)
-                            .bind(r.grant.as_deref())
-                            .bind(r.server.as_deref())
-                            .bind(r.tool.as_deref())
-                            .bind(r.decision.as_str())
-                            .bind(text);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                Ok(())
-            }
-            .await;
-            end::<Self, _>(tx, result).await
-        })
+        Box::pin(audit_append(self, records))
     }
 
     fn query<'a>(

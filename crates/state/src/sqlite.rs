@@ -19,8 +19,8 @@ use crate::counters::{
     BoxFuture, CounterSpec, CounterStore, Reservation, Reserve, StoreError, Usage,
     new_reservation_id,
 };
-use crate::sql::stores::{SqlStore, audit_prune, end};
-use crate::sql::{audit_query, audit_records, audit_row_text, audit_tally, bind_audit_filter};
+use crate::sql::stores::{SqlStore, audit_append, audit_prune, end};
+use crate::sql::{audit_query, audit_records, audit_tally, bind_audit_filter};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran, so that
 /// a database is migrated exactly once per step.
@@ -351,45 +351,18 @@ impl SqlStore for SqliteState {
     fn unavailable(e: sqlx::Error) -> StoreError {
         unavailable(e)
     }
+    fn push_param(sql: &mut String, _: usize) {
+        sql.push('?');
+    }
     const LOCK_ROW: &'static str = "";
     const RECORD_USED: &'static str = "json_set(record, '$.status', 'used')";
+    /// A failed append rolls back, and nothing retries one that succeeded.
+    const AUDIT_UIDS: bool = false;
 }
-
-/// Rows per `INSERT` statement when appending audit records (6 parameters each, well under
-/// SQLite's limit): one statement per chunk instead of one per record.
-const AUDIT_ROWS_PER_INSERT: usize = 200;
 
 impl AuditSink for SqliteState {
     fn append<'a>(&'a self, records: &'a [AuditRecord]) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let mut tx = self.begin().await.map_err(unavailable)?;
-            let result = async {
-                for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
-                    let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-                    let sql = sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO audit (at_ms, grant_name, server, tool, decision, record) VALUES {rows}"
-                    ));
-                    let mut query = sqlx::query(sql);
-                    for r in chunk {
-                        let text = audit_row_text(r)?;
-                        query = query
-                            .bind(r.at_ms as i64)
-                            .bind(r.grant.as_deref())
-                            .bind(r.server.as_deref())
-                            .bind(r.tool.as_deref())
-                            .bind(r.decision.as_str())
-                            .bind(text);
-                    }
-                    query.execute(&mut *tx).await?;
-                }
-                Ok(())
-            }
-            .await;
-            end::<Self, _>(tx, result).await
-        })
+        Box::pin(audit_append(self, records))
     }
 
     fn query<'a>(
@@ -422,9 +395,8 @@ impl AuditSink for SqliteState {
         ))
     }
 
-    /// A failed append rolls back, and nothing retries one that succeeded.
     fn needs_uids(&self) -> bool {
-        false
+        Self::AUDIT_UIDS
     }
 }
 
@@ -504,7 +476,7 @@ mod tests {
         // The writer's one connection, busy in a transaction that is not committed yet.
         let mut writing = store.begin().await.unwrap();
         sqlx::query("INSERT INTO audit (at_ms, decision, record) VALUES (1, 'allowed', ?)")
-            .bind(audit_row_text(&record).unwrap())
+            .bind(crate::sql::audit_row_text(&record).unwrap())
             .execute(&mut *writing)
             .await
             .unwrap();

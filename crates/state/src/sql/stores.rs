@@ -1,14 +1,18 @@
-//! Pins, grants, approvals and browser sessions in either SQL database, written once: the
-//! statements are the same (SQLite reads `$n` as the n-th parameter too), and what differs
-//! is in [`SqlStore`]. Each store repeats the same `where` clause: bounds on other types than
-//! `Self` are not implied by a trait, so they cannot be written once.
+//! Pins, grants, approvals, browser sessions and the audit log's writes in either SQL
+//! database, written once: the statements are the same (SQLite reads `$n` as the n-th
+//! parameter too; only a statement of thousands of parameters is written with SQLite's `?`),
+//! and what differs is in [`SqlStore`]. Each store repeats the same `where` clause: bounds on
+//! other types than `Self` are not implied by a trait, so they cannot be written once.
 
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
 };
 
-use super::{GRANT_COLUMNS, PIN_COLUMNS, approval_of, encode, pin_record, stored_grant};
+use super::{
+    GRANT_COLUMNS, PIN_COLUMNS, approval_of, audit_row_text, encode, pin_record, stored_grant,
+};
 use crate::approvals::{Approval, ApprovalStatus, ApprovalStore};
+use crate::audit::AuditRecord;
 use crate::counters::{BoxFuture, StoreError};
 use crate::grants::{GrantChange, GrantStore, StoredGrant, apply};
 use crate::pins::{PinRecord, PinStore, Pinned};
@@ -37,6 +41,15 @@ pub(crate) trait SqlStore: Send + Sync {
 
     /// An expression: the approval's `record` (JSON text) with its status set to `"used"`.
     const RECORD_USED: &'static str;
+
+    /// Writes the `n`-th (from 1) parameter of a long statement: SQLite's plain `?`, bound
+    /// in order (its `$n` is a name, and a statement of thousands of names is slow to
+    /// prepare), PostgreSQL's `$n`.
+    fn push_param(sql: &mut String, n: usize);
+
+    /// Whether audit rows keep the records' unique ids (and skip one stored before): where
+    /// a batch may arrive twice (a retry after a lost answer, a replay of the disk spool).
+    const AUDIT_UIDS: bool;
 }
 
 /// Commits after `result` succeeded, rolls back otherwise.
@@ -54,6 +67,68 @@ pub(crate) async fn end<T: SqlStore, V>(
             Err(T::unavailable(e))
         }
     }
+}
+
+/// Audit records per `INSERT`: one statement for a typical batch, and at most 3,500
+/// parameters (SQLite allows 32,766, PostgreSQL 65,535).
+const AUDIT_ROWS_PER_INSERT: usize = 500;
+
+/// [`AuditSink::append`](crate::AuditSink::append) in either database: one transaction,
+/// multi-row `INSERT`s.
+pub(crate) async fn audit_append<T>(store: &T, records: &[AuditRecord]) -> Result<(), StoreError>
+where
+    T: SqlStore,
+    for<'c> &'c mut <T::Db as Database>::Connection: Executor<'c, Database = T::Db>,
+    <T::Db as Database>::Arguments: IntoArguments<T::Db>,
+    for<'q> &'q str: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> Option<&'q str>: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> String: Encode<'q, T::Db> + Type<T::Db>,
+    for<'q> i64: Encode<'q, T::Db> + Type<T::Db>,
+{
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (uid, skip) = match T::AUDIT_UIDS {
+        true => ("uid, ", " ON CONFLICT (uid) DO NOTHING"),
+        false => ("", ""),
+    };
+    let columns = if T::AUDIT_UIDS { 7 } else { 6 };
+    let mut tx = store.begin().await.map_err(T::unavailable)?;
+    let result = async {
+        for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut sql = format!(
+                "INSERT INTO audit ({uid}at_ms, grant_name, server, tool, decision, record) VALUES "
+            );
+            for row in 0..chunk.len() {
+                sql.push_str(if row == 0 { "(" } else { ", (" });
+                for column in 0..columns {
+                    if column > 0 {
+                        sql.push_str(", ");
+                    }
+                    T::push_param(&mut sql, row * columns + column + 1);
+                }
+                sql.push(')');
+            }
+            sql.push_str(skip);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                if T::AUDIT_UIDS {
+                    query = query.bind(r.uid.as_deref());
+                }
+                query = query
+                    .bind(r.at_ms.min(i64::MAX as u64) as i64)
+                    .bind(r.grant.as_deref())
+                    .bind(r.server.as_deref())
+                    .bind(r.tool.as_deref())
+                    .bind(r.decision.as_str())
+                    .bind(audit_row_text(r)?);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+    .await;
+    end::<T, _>(tx, result).await
 }
 
 /// [`AuditSink::prune`](crate::AuditSink::prune) in either database: records older than
