@@ -157,17 +157,16 @@ async fn write(mut rx: mpsc::Receiver<Queued>, sink: Arc<dyn AuditSink>, window:
                 record.map(|r| *r)
             })
             .map(|mut r| {
-                if !uids {
-                    return r;
+                if uids {
+                    r.uid.get_or_insert_with(|| {
+                        sequence += 1;
+                        // As `format!("{prefix:016x}{sequence:016x}")`, without its machinery.
+                        let mut id = [0u8; 16];
+                        id[..8].copy_from_slice(&prefix.to_be_bytes());
+                        id[8..].copy_from_slice(&sequence.to_be_bytes());
+                        crate::to_hex(&id)
+                    });
                 }
-                r.uid.get_or_insert_with(|| {
-                    sequence += 1;
-                    // As `format!("{prefix:016x}{sequence:016x}")`, without its machinery.
-                    let mut id = [0u8; 16];
-                    id[..8].copy_from_slice(&prefix.to_be_bytes());
-                    id[8..].copy_from_slice(&sequence.to_be_bytes());
-                    crate::to_hex(&id)
-                });
                 r
             })
             .collect();

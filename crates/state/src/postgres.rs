@@ -169,7 +169,7 @@ impl AuditSink for PostgresState {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
         Box::pin(async move {
-            let sql = sqlx::AssertSqlSafe(audit_query(filter, |n| format!("${n}")));
+            let sql = sqlx::AssertSqlSafe(audit_query(filter));
             let rows = bind_audit_filter(sqlx::query(sql), filter)
                 .fetch_all(&self.pool)
                 .await
@@ -188,6 +188,10 @@ impl AuditSink for PostgresState {
                 "CASE WHEN substr({text}, 1, 1) = '[' THEN {text}::json ->> {index} ELSE {text}::json ->> '{member}' END"
             )
         }))
+    }
+
+    fn needs_uids(&self) -> bool {
+        Self::AUDIT_UIDS
     }
 }
 

@@ -370,7 +370,7 @@ impl AuditSink for SqliteState {
         filter: &'a AuditFilter,
     ) -> BoxFuture<'a, Result<Vec<AuditRecord>, StoreError>> {
         Box::pin(async move {
-            let sql = sqlx::AssertSqlSafe(audit_query(filter, |_| "?".to_owned()));
+            let sql = sqlx::AssertSqlSafe(audit_query(filter));
             let rows = bind_audit_filter(sqlx::query(sql), filter)
                 .fetch_all(&self.reader)
                 .await

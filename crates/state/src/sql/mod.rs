@@ -160,7 +160,7 @@ pub(crate) fn audit_row_text(r: &AuditRecord) -> Result<String, sqlx::Error> {
 /// Appends a JSON string as `serde_json` writes it: escaped only where it must be.
 fn push_json_str(out: &mut String, s: &str) {
     if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push_str(&serde_json::Value::from(s).to_string());
+        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
     } else {
         out.push('"');
         out.push_str(s);
@@ -310,9 +310,9 @@ where
 
 /// The query for a filter: `SELECT <AUDIT_COLUMNS> ... ORDER BY id DESC LIMIT` (the newest), or
 /// with `after_id`, `ORDER BY id ASC` (the first after it, so that a follower never skips),
-/// with the database's placeholder for parameter `n` (1-based). Bind, in order: grant, tool, decision
-/// (those that are set), since, after, then the limit ([`bind_audit_filter`]).
-pub(crate) fn audit_query(filter: &AuditFilter, placeholder: fn(usize) -> String) -> String {
+/// with `$n` parameters (SQLite reads them in order too). Bind, in order: grant, tool,
+/// decision (those that are set), since, after, then the limit ([`bind_audit_filter`]).
+pub(crate) fn audit_query(filter: &AuditFilter) -> String {
     let mut conditions = Vec::new();
     let columns = [
         ("grant_name =", filter.grant.is_some()),
@@ -322,7 +322,7 @@ pub(crate) fn audit_query(filter: &AuditFilter, placeholder: fn(usize) -> String
         ("id >", filter.after_id.is_some()),
     ];
     for (column, _) in columns.iter().filter(|(_, set)| *set) {
-        conditions.push(format!("{column} {}", placeholder(conditions.len() + 1)));
+        conditions.push(format!("{column} ${}", conditions.len() + 1));
     }
     let clause = if conditions.is_empty() {
         String::new()
@@ -335,8 +335,8 @@ pub(crate) fn audit_query(filter: &AuditFilter, placeholder: fn(usize) -> String
         "DESC"
     };
     format!(
-        "SELECT {AUDIT_COLUMNS} FROM audit {clause} ORDER BY id {order} LIMIT {}",
-        placeholder(conditions.len() + 1)
+        "SELECT {AUDIT_COLUMNS} FROM audit {clause} ORDER BY id {order} LIMIT ${}",
+        conditions.len() + 1
     )
 }
 
