@@ -122,7 +122,8 @@ def assert_rpc_error(r: httpx.Response, status: int, code: int, fragment: str, i
 
 class RecordingUpstream:
     """Just enough Streamable HTTP MCP (initialize, notifications, tools/list, tools/call echo) to
-    sit behind the gateway, recording every request's method, headers and body."""
+    sit behind the gateway, recording every request's method, headers and body. Echoing "slow"
+    takes 4 s."""
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
@@ -187,6 +188,8 @@ class RecordingUpstream:
                     return self._send(200, {"jsonrpc": "2.0", "id": id_, "result": {"tools": tools}})
                 if method == "tools/call":
                     args = params.get("arguments") or {}
+                    if args.get("text") == "slow":
+                        time.sleep(4)
                     result = {"content": [{"type": "text", "text": str(args.get("text", ""))}]}
                     return self._send(200, {"jsonrpc": "2.0", "id": id_, "result": result})
                 return self._send(
@@ -1109,4 +1112,198 @@ def test_a_body_with_broken_framing_is_400_not_413(gateway_factory):
     head, body, _ = post_raw(gw, sid, "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), head + body
     assert json.loads(body)["error"]["message"].startswith("the request body could not be read"), body
+    assert_echo_works(gw, sid)
+
+
+# ---- HTTP/1.1 on the message endpoint ---------------------------------------------------------
+# The gateway reads message POSTs off the socket itself and hands anything else to hyper: these
+# pin what a client sees at that seam.
+
+
+class Conn:
+    """A raw client connection to the gateway, reading answers one at a time."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.rest = b""
+
+    def __enter__(self) -> "Conn":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.send(data)
+
+
+def read_response(conn: Conn, within: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """Reads one HTTP/1.1 response (Content-Length or chunked); keeps what follows."""
+    sock = conn.sock
+    sock.settimeout(within)
+    data = conn.rest
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, data = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    assert lines[0].startswith("HTTP/1.1 "), lines[0]
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+
+    def need(n: int) -> None:
+        nonlocal data
+        while len(data) < n:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed mid-body: {data!r}"
+            data += chunk
+
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in data:
+                need(len(data) + 1)
+            size_line, _, data = data.partition(b"\r\n")
+            size = int(size_line, 16)
+            need(size + 2)
+            body, data = body + data[:size], data[size + 2 :]
+            if size == 0:
+                break
+    else:
+        length = int(headers.get("content-length", "0"))
+        need(length)
+        body, data = data[:length], data[length:]
+    conn.rest = data
+    return status, headers, body
+
+
+def raw_post(port: int, sid: str | None, body: bytes, extra: str = "", token: str = TOKEN) -> bytes:
+    """The bytes of a message POST."""
+    session = f"Mcp-Session-Id: {sid}\r\nMCP-Protocol-Version: {PROTOCOL}\r\n" if sid else ""
+    return (
+        f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n{session}{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def echo_bytes(id_, text: str) -> bytes:
+    return json.dumps(echo_call(id_, text)).encode()
+
+
+def assert_echo_answer(answer: tuple[int, dict[str, str], bytes], id_, text: str) -> None:
+    status, headers, body = answer
+    assert status == 200, body
+    assert headers["content-type"] == "application/json", headers
+    assert "date" in headers, headers
+    msg = json.loads(body)
+    assert msg["id"] == id_ and msg["result"]["content"][0]["text"] == text, msg
+
+
+def test_pipelined_calls_on_one_connection_are_answered_in_order(gateway_factory):
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    with Conn(gw.port) as conn:
+        conn.send(b"".join(raw_post(gw.port, sid, echo_bytes(i, f"piped-{i}")) for i in range(5)))
+        for i in range(5):
+            assert_echo_answer(read_response(conn), i, f"piped-{i}")
+        # and the connection goes on
+        conn.send(raw_post(gw.port, sid, echo_bytes(9, "after")))
+        assert_echo_answer(read_response(conn), 9, "after")
+
+
+def test_a_request_in_pieces_is_served_and_the_connection_kept(gateway_factory):
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    request = raw_post(gw.port, sid, echo_bytes(1, "pieces"))
+    head_end = request.index(b"\r\n\r\n") + 4
+    with Conn(gw.port) as conn:
+        # mid-name, mid-value, the blank line alone, then the body in two writes
+        sent = 0
+        for cut in (10, 60, head_end - 2, head_end, head_end + 7, len(request)):
+            conn.send(request[sent:cut])
+            sent = cut
+            time.sleep(0.15)
+        assert_echo_answer(read_response(conn), 1, "pieces")
+        conn.send(raw_post(gw.port, sid, echo_bytes(2, "whole")))
+        assert_echo_answer(read_response(conn), 2, "whole")
+
+
+def test_one_connection_serves_messages_then_other_requests_then_messages(gateway_factory):
+    """A GET after message POSTs (hyper's part), then POSTs again, all on one connection."""
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    with Conn(gw.port) as conn:
+        conn.send(raw_post(gw.port, sid, echo_bytes(1, "before")))
+        assert_echo_answer(read_response(conn), 1, "before")
+        conn.send(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\n\r\n".encode())
+        status, _, body = read_response(conn)
+        assert status == 200 and json.loads(body)["status"] == "ok", body
+        conn.send(raw_post(gw.port, sid, echo_bytes(2, "after")))
+        assert_echo_answer(read_response(conn), 2, "after")
+
+
+def test_chunked_and_expect_continue_posts_are_served(gateway_factory):
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    body = echo_bytes(1, "chunked")
+    # httpx sends a generator's content chunked
+    r = httpx.post(gw.url, content=iter([body[:10], body[10:]]), headers=session_headers(sid), timeout=30)
+    assert r.status_code == 200, r.text
+    assert response_of(r)["result"]["content"][0]["text"] == "chunked"
+    with Conn(gw.port) as conn:
+        body = echo_bytes(2, "continued")
+        request = raw_post(gw.port, sid, body, extra="Expect: 100-continue\r\n")
+        conn.send(request[: -len(body)])
+        conn.sock.settimeout(10)
+        interim = conn.sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        conn.rest = interim.partition(b"\r\n\r\n")[2]
+        conn.send(body)
+        assert_echo_answer(read_response(conn), 2, "continued")
+
+
+def test_connection_close_ends_the_connection_after_the_answer(gateway_factory):
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    with Conn(gw.port) as conn:
+        conn.send(raw_post(gw.port, sid, echo_bytes(1, "last"), extra="Connection: close\r\n"))
+        answer = read_response(conn)
+        assert_echo_answer(answer, 1, "last")
+        assert answer[1]["connection"] == "close", answer[1]
+        assert conn.rest + read_until_closed(conn.sock, 5) == b""
+
+
+def test_a_refused_post_keeps_its_connection_only_if_its_body_came(gateway_factory):
+    gw = gateway_factory(demo_server())
+    sid = open_session(gw)
+    with Conn(gw.port) as conn:
+        conn.send(raw_post(gw.port, sid, echo_bytes(1, "refused"), token="tg_wrong"))
+        status, headers, body = read_response(conn)
+        assert status == 401 and headers["www-authenticate"] == 'Bearer realm="toolgate"', (status, headers)
+        assert "grant token" in json.loads(body)["error"]["message"]
+        conn.send(raw_post(gw.port, sid, echo_bytes(2, "next")))
+        assert_echo_answer(read_response(conn), 2, "next")
+    with Conn(gw.port) as conn:
+        # the head alone: the body was never read, so the connection ends after the answer
+        conn.send(raw_post(gw.port, sid, echo_bytes(1, "refused"), token="tg_wrong")[:-10])
+        status, headers, _ = read_response(conn)
+        assert status == 401 and headers["connection"] == "close", (status, headers)
+        read_until_closed(conn.sock, 5)
+    assert_echo_works(gw, sid)
+
+
+def test_a_client_that_goes_away_mid_call_cancels_it_upstream(recorded_gateway):
+    gw, recorder, _ = recorded_gateway
+    sid = open_session(gw)
+    conn = Conn(gw.port)
+    conn.send(raw_post(gw.port, sid, echo_bytes(7, "slow")))
+    assert wait_until(lambda: any(c["params"]["arguments"]["text"] == "slow" for c in recorder.calls()), 5)
+    conn.sock.close()
+    # the upstream hears of it well before its 4 s answer
+    assert wait_until(lambda: "notifications/cancelled" in recorder.methods(), 3), recorder.methods()
+    with recorder.lock:
+        cancel = next(r["json"] for r in recorder.requests if isinstance(r["json"], dict) and r["json"].get("method") == "notifications/cancelled")
+    assert cancel["params"]["reason"] == "the client went away", cancel
     assert_echo_works(gw, sid)

@@ -90,7 +90,9 @@ pub async fn serve_http(
         }
     };
     let header_timeout = gateway.config.limits.header_timeout;
-    let server = tokio::spawn(listener::serve(listener, app, header_timeout, signal));
+    let server = tokio::spawn(listener::accept(listener, signal, move |tcp, stop| {
+        downstream::h1::connection(app.clone(), tcp, header_timeout, stop)
+    }));
     let _ = stopped_rx.await;
     if tokio::time::timeout(grace, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");

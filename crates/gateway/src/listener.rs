@@ -1,5 +1,6 @@
 //! The accept loop of toolgate's HTTP listeners (MCP and admin): hyper's HTTP/1 server with a
-//! deadline on request heads, no Nagle, and a graceful stop.
+//! deadline on request heads, no Nagle, and a graceful stop. The MCP listener serves its
+//! message `POST`s itself and hands every other connection to hyper (`downstream::h1`).
 //!
 //! The deadline is what `axum::serve` lacks: without it a client holds a connection, its task
 //! and a file descriptor for as long as it likes by connecting and sending nothing, or a head
@@ -10,18 +11,23 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::Response;
+use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-/// Serves `service` on every connection `listener` accepts until `shutdown` resolves; then stops
-/// accepting, lets every connection finish the request in flight (idle ones close at once) and
-/// returns when all are done.
+/// Serves `service` with hyper on every connection `listener` accepts until `shutdown`
+/// resolves; then stops accepting, lets every connection finish the request in flight (idle
+/// ones close at once) and returns when all are done.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
@@ -34,10 +40,21 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send,
 {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let connections = GracefulShutdown::new();
+    accept(listener, shutdown, move |tcp, stop| {
+        serve_hyper(tcp, Bytes::new(), service.clone(), header_timeout, stop)
+    })
+    .await;
+}
+
+/// The accept loop: runs `connection` on a task of its own for every connection until
+/// `shutdown` resolves; then stops accepting, tells the connections through their [`Stop`]
+/// and returns when every one has ended.
+pub async fn accept<F, C>(listener: TcpListener, shutdown: impl Future<Output = ()>, connection: F)
+where
+    F: Fn(TcpStream, Stop) -> C,
+    C: Future<Output = ()> + Send + 'static,
+{
+    let (stopping, stop) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
@@ -55,19 +72,122 @@ pub async fn serve<S>(
         };
         // Answers are written whole: send them at once rather than wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let service = service.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            tower_service::Service::call(&mut service.clone(), request.map(axum::body::Body::new))
-        });
-        let connection = connections.watch(http.serve_connection(TokioIo::new(tcp), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(connection(tcp, Stop(stop.clone())));
     }
     drop(listener);
-    connections.shutdown().await;
+    drop(stop);
+    let _ = stopping.send(true);
+    // Every connection holds a receiver until it ends.
+    stopping.closed().await;
+}
+
+/// A connection's view of its listener stopping: it ends once idle, and finishes the request
+/// in flight first.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Whether the listener is stopping.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when the listener stops.
+    pub async fn wait(&mut self) {
+        // An error means the accept loop is gone: stopping all the same.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
+/// Serves one connection with hyper. `read_ahead` is what was read from it already (a head
+/// the caller looked at and left to hyper); hyper reads it first.
+pub async fn serve_hyper<S>(
+    tcp: TcpStream,
+    read_ahead: Bytes,
+    service: S,
+    header_timeout: Duration,
+    mut stop: Stop,
+) where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        tower_service::Service::call(&mut service.clone(), request.map(axum::body::Body::new))
+    });
+    let io = TokioIo::new(ReadAhead {
+        ahead: read_ahead,
+        io: tcp,
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stop.wait() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection with bytes already read from it in front.
+struct ReadAhead {
+    ahead: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for ReadAhead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.ahead.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.ahead.len().min(buf.remaining());
+        buf.put_slice(&self.ahead[..n]);
+        self.ahead.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ReadAhead {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

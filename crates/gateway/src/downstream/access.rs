@@ -2,9 +2,38 @@
 //! cross-site requests from browsers) and the bearer token, shared by the MCP listener and
 //! the admin API.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 
 use crate::config::Config;
+
+/// Read access to a request's header fields, by lowercase name: hyper's [`HeaderMap`] or the
+/// head the MCP listener parses itself for a `POST` (see `downstream::h1`).
+pub trait Headers {
+    /// The value of the first field called `name` (lowercase).
+    fn get_bytes(&self, name: &str) -> Option<&[u8]>;
+
+    /// The same, if the value is visible ASCII (what [`axum::http::HeaderValue::to_str`]
+    /// accepts).
+    fn get_str(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name).and_then(visible_ascii)
+    }
+}
+
+impl Headers for HeaderMap {
+    fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+
+    fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `value` as text if every byte is visible ASCII, a space or a tab.
+pub fn visible_ascii(value: &[u8]) -> Option<&str> {
+    let visible = value.iter().all(|&b| (32..127).contains(&b) || b == b'\t');
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+}
 
 /// The Host and Origin values a listener accepts.
 #[derive(Debug, Clone)]
@@ -31,19 +60,16 @@ impl HostCheck {
 
     /// The status and message to refuse a request with, if its Host (421) or Origin (403)
     /// is not accepted. A request without Origin (not from a browser) passes.
-    pub fn refusal(&self, headers: &HeaderMap) -> Option<(StatusCode, String)> {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
+    pub fn refusal(&self, headers: &impl Headers) -> Option<(StatusCode, String)> {
+        let host = headers.get_str("host").unwrap_or_default();
         if !self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
             return Some((
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("Host {host:?} is not allowed"),
             ));
         }
-        let origin = headers.get(header::ORIGIN)?;
-        let origin = origin.to_str().unwrap_or_default();
+        // Present but not text: refused like any origin not on the list.
+        let origin = visible_ascii(headers.get_bytes("origin")?).unwrap_or_default();
         if self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
             return None;
         }
@@ -55,10 +81,9 @@ impl HostCheck {
 }
 
 /// The token of an `Authorization: Bearer ...` header, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &impl Headers) -> Option<&str> {
     headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .get_str("authorization")
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))

@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use toolgate_wire::{ErrorCode, Id, Kind, Limits, Message, sse};
 
-use crate::downstream::access::{HostCheck, bearer};
+use crate::downstream::access::{Headers, HostCheck, bearer};
 use crate::gateway::{Gateway, OpenError, StreamPermit};
 use crate::grant::Grant;
 use crate::session::{HANDSHAKE_VERSIONS, Mode, STATELESS_VERSION, Session};
@@ -34,8 +34,8 @@ const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-struct AppState {
-    gateway: Arc<Gateway>,
+pub(crate) struct AppState {
+    pub(crate) gateway: Arc<Gateway>,
     access: HostCheck,
     anonymous: Option<Arc<Grant>>,
 }
@@ -107,16 +107,10 @@ impl tower_service::Service<axum::extract::Request> for Front {
         if request.method() != axum::http::Method::POST {
             return Either::Right(self.router.call(request));
         }
-        let scope = match request.uri().path().strip_prefix("/mcp") {
-            Some("") => None,
-            Some(rest) => match rest.strip_prefix('/') {
-                Some(server) if !server.is_empty() && !server.contains(['/', '%']) => {
-                    Some(server.to_owned())
-                }
-                _ => return Either::Right(self.router.call(request)),
-            },
-            None => return Either::Right(self.router.call(request)),
+        let Some(scope) = message_path(request.uri().path()) else {
+            return Either::Right(self.router.call(request));
         };
+        let scope = scope.map(str::to_owned);
         let state = self.state.clone();
         Either::Left(Box::pin(async move {
             let (parts, body) = request.into_parts();
@@ -127,6 +121,26 @@ impl tower_service::Service<axum::extract::Request> for Front {
                 .record_status(response.status().as_u16());
             Ok(response)
         }))
+    }
+}
+
+impl Front {
+    pub(crate) fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+}
+
+/// Where a message `POST` to `target` goes: `Some(None)` for `/mcp` (every server),
+/// `Some(Some(server))` for `/mcp/{server}` with a plain name (no `/`, no `%`: the router
+/// decodes the others), `None` for any other path. A query is ignored.
+pub(crate) fn message_path(target: &str) -> Option<Option<&str>> {
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    match path.strip_prefix("/mcp")? {
+        "" => Some(None),
+        rest => {
+            let server = rest.strip_prefix('/')?;
+            (!server.is_empty() && !server.contains(['/', '%'])).then_some(Some(server))
+        }
     }
 }
 
@@ -177,7 +191,7 @@ fn json_response(status: StatusCode, message: &Message) -> Response {
         .into_response()
 }
 
-fn check_host_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn check_host_origin(state: &AppState, headers: &impl Headers) -> Result<(), Response> {
     match state.access.refusal(headers) {
         None => Ok(()),
         Some((status, message)) => {
@@ -187,7 +201,7 @@ fn check_host_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Respon
 }
 
 /// Host, Origin and grant, in that order.
-fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Grant>, Response> {
+fn admit(state: &AppState, headers: &impl Headers) -> Result<Arc<Grant>, Response> {
     check_host_origin(state, headers)?;
     let grant = match bearer(headers) {
         Some(token) => state.gateway.grants.authenticate(token),
@@ -208,8 +222,8 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<Grant>, Response> 
     })
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+fn header_str<'a>(headers: &'a impl Headers, name: &str) -> Option<&'a str> {
+    headers.get_str(name)
 }
 
 async fn post_message(state: Shared, headers: HeaderMap, body: Body) -> Response {
@@ -230,41 +244,64 @@ fn is_length_limit(error: &axum::Error) -> bool {
     std::error::Error::source(error).is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
+/// What a message `POST` must pass before its body is read: Host, Origin, grant, media type
+/// and declared length. Returns the grant.
+pub(crate) fn admit_post(state: &AppState, headers: &impl Headers) -> Result<Arc<Grant>, Response> {
+    let grant = admit(state, headers)?;
+    let content_type = header_str(headers, "content-type").unwrap_or_default();
+    if !content_type.starts_with("application/json") {
+        return Err(rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            ErrorCode::InvalidRequest,
+            "Content-Type must be application/json",
+        ));
+    }
+    if header_str(headers, "content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .is_some_and(|l| l > state.gateway.config.limits.max_body_bytes)
+    {
+        return Err(too_large(state));
+    }
+    Ok(grant)
+}
+
+pub(crate) fn too_large(state: &AppState) -> Response {
+    rpc_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        ErrorCode::InvalidRequest,
+        &format!(
+            "request body exceeds {} bytes",
+            state.gateway.config.limits.max_body_bytes
+        ),
+    )
+}
+
+/// The body did not arrive within `limits.body_timeout`.
+pub(crate) fn body_timed_out(state: &AppState) -> Response {
+    rpc_error(
+        StatusCode::REQUEST_TIMEOUT,
+        None,
+        ErrorCode::InvalidRequest,
+        &format!(
+            "the request body did not arrive within {} s",
+            state.gateway.config.limits.body_timeout.as_secs_f64()
+        ),
+    )
+}
+
 async fn post(
     State(state): Shared,
     scope: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let grant = match admit(&state, &headers) {
+    let grant = match admit_post(&state, &headers) {
         Ok(g) => g,
         Err(r) => return r,
     };
-    let gateway = &state.gateway;
-    let limits = &gateway.config.limits;
-    let content_type = header_str(&headers, "content-type").unwrap_or_default();
-    if !content_type.starts_with("application/json") {
-        return rpc_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            None,
-            ErrorCode::InvalidRequest,
-            "Content-Type must be application/json",
-        );
-    }
-    let too_large = || {
-        rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            None,
-            ErrorCode::InvalidRequest,
-            &format!("request body exceeds {} bytes", limits.max_body_bytes),
-        )
-    };
-    if header_str(&headers, "content-length")
-        .and_then(|l| l.parse::<usize>().ok())
-        .is_some_and(|l| l > limits.max_body_bytes)
-    {
-        return too_large();
-    }
+    let limits = &state.gateway.config.limits;
     // A small body is usually in hyper's buffer already: no timer unless it is not.
     let mut read = std::pin::pin!(axum::body::to_bytes(body, limits.max_body_bytes));
     let read = match futures_util::FutureExt::now_or_never(&mut read) {
@@ -273,7 +310,7 @@ async fn post(
     };
     let bytes = match read {
         Ok(Ok(b)) => b,
-        Ok(Err(e)) if is_length_limit(&e) => return too_large(),
+        Ok(Err(e)) if is_length_limit(&e) => return too_large(&state),
         Ok(Err(e)) => {
             // The client went away or broke the body's framing: it rarely reads this answer,
             // but the log and a proxy in between should not call it an oversized body.
@@ -284,32 +321,35 @@ async fn post(
                 &format!("the request body could not be read: {e}"),
             );
         }
-        Err(_) => {
-            return rpc_error(
-                StatusCode::REQUEST_TIMEOUT,
-                None,
-                ErrorCode::InvalidRequest,
-                &format!(
-                    "the request body did not arrive within {} s",
-                    limits.body_timeout.as_secs_f64()
-                ),
-            );
-        }
+        Err(_) => return body_timed_out(&state),
     };
+    post_message_body(&state, scope.as_deref(), &grant, &headers, &bytes).await
+}
+
+/// Serves an admitted message `POST` whose body has been read.
+pub(crate) async fn post_message_body(
+    state: &AppState,
+    scope: Option<&str>,
+    grant: &Arc<Grant>,
+    headers: &impl Headers,
+    bytes: &[u8],
+) -> Response {
+    let gateway = &state.gateway;
+    let limits = &gateway.config.limits;
     let wire_limits = Limits {
         max_bytes: limits.max_body_bytes,
         max_depth: limits.max_json_depth,
     };
-    let message = match Message::parse(&bytes, &wire_limits) {
+    let message = match Message::parse(bytes, &wire_limits) {
         Ok(m) => m,
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id.clone(), e.code, &e.message),
     };
 
-    let session = match header_str(&headers, SESSION_HEADER) {
-        Some(id) => match gateway.find_session(id, &grant, scope.as_deref()).await {
+    let session = match header_str(headers, SESSION_HEADER) {
+        Some(id) => match gateway.find_session(id, grant, scope).await {
             Some(s) => {
                 if let Some(v) =
-                    header_str(&headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
+                    header_str(headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
                 {
                     return rpc_error(
                         StatusCode::BAD_REQUEST,
@@ -330,17 +370,14 @@ async fn post(
             }
         },
         None if message.method() == Some("initialize") && message.kind() == Kind::Request => {
-            return initialize(&state, grant, scope.as_deref(), message).await;
+            return initialize(state, grant.clone(), scope, message).await;
         }
-        None => match stateless_version(&headers, &message) {
+        None => match stateless_version(headers, &message) {
             Some(version) => {
-                if let Err(r) = check_stateless(&headers, &message, &version) {
+                if let Err(r) = check_stateless(headers, &message, &version) {
                     return r;
                 }
-                match gateway
-                    .stateless_session(grant.clone(), scope.as_deref())
-                    .await
-                {
+                match gateway.stateless_session(grant.clone(), scope).await {
                     Ok(s) => s,
                     Err(e) => return open_failed(message.id().cloned(), e),
                 }
@@ -357,7 +394,7 @@ async fn post(
     };
 
     match message.kind() {
-        Kind::Request => reply(gateway, &grant, &session, message).await,
+        Kind::Request => reply(gateway, grant, &session, message).await,
         Kind::Notification => {
             session.handle_notification(message);
             StatusCode::ACCEPTED.into_response()
@@ -410,7 +447,7 @@ fn open_failed(id: Option<Id>, error: OpenError) -> Response {
 }
 
 /// The stateless revision a session-less request asks for, from its header or its `_meta`.
-fn stateless_version(headers: &HeaderMap, message: &Message) -> Option<String> {
+fn stateless_version(headers: &impl Headers, message: &Message) -> Option<String> {
     if let Some(v) = header_str(headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
     {
         return Some(v.to_owned());
@@ -421,7 +458,11 @@ fn stateless_version(headers: &HeaderMap, message: &Message) -> Option<String> {
 
 /// 2026-07-28 routing headers must agree with the body, so that what an intermediary routed on
 /// is what the gateway and the upstream read.
-fn check_stateless(headers: &HeaderMap, message: &Message, version: &str) -> Result<(), Response> {
+fn check_stateless(
+    headers: &impl Headers,
+    message: &Message,
+    version: &str,
+) -> Result<(), Response> {
     let id = message.id().cloned();
     let mismatch = |what: &str| {
         rpc_error(
@@ -775,5 +816,29 @@ async fn end_session(State(state): Shared, scope: Option<String>, headers: Heade
             ErrorCode::InvalidRequest,
             "Session not found",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message_path;
+
+    #[test]
+    fn message_paths_name_their_server_and_ignore_the_query() {
+        assert_eq!(message_path("/mcp"), Some(None));
+        assert_eq!(message_path("/mcp?x=1"), Some(None));
+        assert_eq!(message_path("/mcp/ssh"), Some(Some("ssh")));
+        assert_eq!(message_path("/mcp/ssh?x=/"), Some(Some("ssh")));
+        for other in [
+            "/",
+            "/mcpx",
+            "/mcp/",
+            "/mcp/a/b",
+            "/mcp/a%20b",
+            "/healthz",
+            "mcp",
+        ] {
+            assert_eq!(message_path(other), None, "{other}");
+        }
     }
 }
