@@ -69,9 +69,25 @@ pub(crate) async fn end<T: SqlStore, V>(
     }
 }
 
-/// Audit records per `INSERT`: one statement for a typical batch, and at most 3,500
-/// parameters (SQLite allows 32,766, PostgreSQL 65,535).
-const AUDIT_ROWS_PER_INSERT: usize = 500;
+/// Audit records per `INSERT`, at most: 1,792 parameters (SQLite allows 32,766, PostgreSQL
+/// 65,535).
+const AUDIT_ROWS_PER_INSERT: usize = 256;
+
+/// How a batch of `len` records is cut into `INSERT`s: the largest power of two that fits,
+/// then the next. The writer's batches vary in size from one to the next, and a statement of
+/// every size would be prepared anew each time (SQLite parses it row by row); these nine
+/// sizes stay in the connection's statement cache.
+fn audit_chunks(mut records: &[AuditRecord]) -> impl Iterator<Item = &[AuditRecord]> {
+    std::iter::from_fn(move || {
+        if records.is_empty() {
+            return None;
+        }
+        let size = AUDIT_ROWS_PER_INSERT.min(1 << records.len().ilog2());
+        let (chunk, rest) = records.split_at(size);
+        records = rest;
+        Some(chunk)
+    })
+}
 
 /// [`AuditSink::append`](crate::AuditSink::append) in either database: one transaction,
 /// multi-row `INSERT`s.
@@ -95,7 +111,7 @@ where
     let columns = if T::AUDIT_UIDS { 7 } else { 6 };
     let mut tx = store.begin().await.map_err(T::unavailable)?;
     let result = async {
-        for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+        for chunk in audit_chunks(records) {
             let mut sql = format!(
                 "INSERT INTO audit ({uid}at_ms, grant_name, server, tool, decision, record) VALUES "
             );
@@ -713,4 +729,31 @@ where
 
 fn clamp(ms: u64) -> i64 {
     ms.min(i64::MAX as u64) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_cut_into_power_of_two_inserts_in_order() {
+        for (len, sizes) in [
+            (0, vec![]),
+            (1, vec![1]),
+            (7, vec![4, 2, 1]),
+            (300, vec![256, 32, 8, 4]),
+            (1201, vec![256, 256, 256, 256, 128, 32, 16, 1]),
+        ] {
+            let records: Vec<AuditRecord> = (0..len)
+                .map(|n| AuditRecord {
+                    at_ms: n,
+                    ..AuditRecord::default()
+                })
+                .collect();
+            let chunks: Vec<&[AuditRecord]> = audit_chunks(&records).collect();
+            assert_eq!(chunks.iter().map(|c| c.len()).collect::<Vec<_>>(), sizes);
+            let order: Vec<u64> = chunks.concat().iter().map(|r| r.at_ms).collect();
+            assert_eq!(order, (0..len).collect::<Vec<_>>());
+        }
+    }
 }
