@@ -1,6 +1,6 @@
 //! The gateway: configuration, grants, shared upstreams and the table of live sessions.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -120,11 +120,11 @@ impl Gateway {
             grants: Grants::new(&config.grants),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::default()),
-            shared: Mutex::new(HashMap::new()),
-            sessions: RwLock::new(HashMap::new()),
-            stateless: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::default()),
+            sessions: RwLock::new(HashMap::default()),
+            stateless: Mutex::new(HashMap::default()),
             next_key: AtomicU64::new(1),
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::default()),
             shutdown: tokio::sync::watch::channel(false).0,
             sealer,
             grants_generation: AtomicU64::new(u64::MAX),

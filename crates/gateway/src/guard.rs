@@ -6,7 +6,7 @@
 //! [`Refusal`] to send back instead. The policy itself is pure (`toolgate-policy`); the guard
 //! owns the clock, the files and the stores.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -284,7 +284,7 @@ impl Guard {
     /// Loads every grant's policy and opens the counter store. An invalid policy stops the
     /// start: the operator hears about it before any agent does.
     pub async fn new(config: &Config, stores: Stores) -> Result<Guard, GuardError> {
-        let mut policies = HashMap::new();
+        let mut policies = HashMap::default();
         for g in &config.grants {
             let Some(path) = &g.policy else { continue };
             if policies.contains_key(path.as_os_str()) {

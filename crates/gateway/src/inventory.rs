@@ -7,7 +7,7 @@
 //! calls are refused until an operator approves the change (`toolgate pins approve`), which
 //! every gateway process sharing the state notices through the store's generation.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -117,11 +117,11 @@ impl Inventory {
             ),
             config: config.clone(),
             store,
-            pins: RwLock::new(HashMap::new()),
+            pins: RwLock::new(HashMap::default()),
             generation: Mutex::new(None),
-            names: RwLock::new((0, HashMap::new())),
-            seen: Mutex::new(HashMap::new()),
-            latest: RwLock::new(HashMap::new()),
+            names: RwLock::new((0, HashMap::default())),
+            seen: Mutex::new(HashMap::default()),
+            latest: RwLock::new(HashMap::default()),
             audit: std::sync::OnceLock::new(),
         }
     }
@@ -172,7 +172,7 @@ impl Inventory {
         if *self.generation.lock().unwrap() == Some(generation) {
             return Ok(false);
         }
-        let mut records = Pins::new();
+        let mut records = Pins::default();
         for r in self.store.load().await? {
             records
                 .entry(r.server.clone())
@@ -250,7 +250,7 @@ impl Inventory {
         let names_version = self.names_version();
         let tools = self.classify_list(server, info, items);
         let newly_quarantined = self.check_pins(server, &tools).await;
-        let mut by_name = HashMap::with_capacity(tools.len());
+        let mut by_name = HashMap::with_capacity_and_hasher(tools.len(), Default::default());
         for (i, t) in tools.iter().enumerate() {
             by_name.insert(t.name.clone(), i);
         }

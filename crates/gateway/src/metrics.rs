@@ -2,7 +2,7 @@
 //!
 //! A handful of atomics behind a read-mostly map; rendering is the text exposition format.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::fmt::Write;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};

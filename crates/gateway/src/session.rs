@@ -5,7 +5,7 @@
 //! upstream, mapping ids and progress tokens on the way out and back. Whatever the upstream
 //! sends about the request flows back on the same reply channel, ending with the response.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,11 +110,11 @@ impl Session {
             audit,
             outbound,
             outbound_rx: Mutex::new(Some(outbound_rx)),
-            server_requests: Mutex::new(HashMap::new()),
-            own_requests: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            server_requests: Mutex::new(HashMap::default()),
+            own_requests: Mutex::new(HashMap::default()),
+            inflight: Mutex::new(HashMap::default()),
             next_server_request: AtomicU64::new(1),
-            parked: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::default()),
             last_used: Mutex::new(Instant::now()),
             active: AtomicUsize::new(0),
         });

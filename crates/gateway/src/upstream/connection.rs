@@ -5,7 +5,7 @@
 //! progress notification finds its request. Each request gets an [`Exchange`]: the messages the
 //! upstream sends about it (progress, logs, server-to-client requests) and then its response.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -129,12 +129,12 @@ impl Connection {
             server: Arc::from(config.name.as_str()),
             config,
             next_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             outbound,
             info: Mutex::new(Arc::new(InitInfo::default())),
             closed: watch::channel(None).0,
             upstream,
-            lists: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::default()),
             tool_index: Mutex::new(None),
         })
     }
