@@ -268,7 +268,7 @@ impl Message {
         // Room for the newline too: no reallocation for the last byte.
         let mut json = String::with_capacity(self.body.text_len() + 1);
         self.body.write_to(&mut json);
-        if json.contains(['\n', '\r']) {
+        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
             json = json.replace(['\n', '\r'], " ");
         }
         json.push('\n');

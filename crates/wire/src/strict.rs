@@ -75,7 +75,12 @@ pub(crate) fn plainly_strict(bytes: &[u8], max_depth: usize) -> bool {
     let max_depth = max_depth.min(DEEP);
     let mut open = [0u8; DEEP];
     let mut object_starts = [0usize; DEEP];
-    let mut keys: [&[u8]; KEYS] = [&[]; KEYS];
+    // Where each key is in `bytes` (start, end): zeroed memory is cheaper to set up than
+    // slices.
+    let mut keys = [(0u32, 0u32); KEYS];
+    if bytes.len() > u32::MAX as usize {
+        return false;
+    }
     let (mut depth, mut objects, mut key_count) = (0, 0, 0);
     let mut expect_key = false;
     let mut i = 0;
@@ -102,11 +107,13 @@ pub(crate) fn plainly_strict(bytes: &[u8], max_depth: usize) -> bool {
                     if escaped
                         || key_count == KEYS
                         || key_count - first >= FEW_KEYS
-                        || keys[first..key_count].contains(&key)
+                        || keys[first..key_count]
+                            .iter()
+                            .any(|&(s, e)| &bytes[s as usize..e as usize] == key)
                     {
                         return false;
                     }
-                    keys[key_count] = key;
+                    keys[key_count] = (start as u32, i as u32);
                     key_count += 1;
                     expect_key = false;
                 }
