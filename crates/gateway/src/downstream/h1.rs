@@ -36,12 +36,31 @@ const MAX_FIELDS: usize = 48;
 /// reading until the answer is out.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
+/// The fields the message handler reads, found once when the head is parsed.
+const KNOWN: [&str; 9] = [
+    "host",
+    "origin",
+    "authorization",
+    "content-type",
+    "content-length",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+fn known(name: &[u8]) -> Option<usize> {
+    KNOWN.iter().position(|k| k.as_bytes() == name)
+}
+
 /// The head of a request served here: its bytes and where its fields are.
 #[derive(Default)]
 struct Head {
     text: Vec<u8>,
     path: Range<usize>,
     fields: Vec<(Range<usize>, Range<usize>)>,
+    /// Where the first field of each [`KNOWN`] name is in `fields`.
+    known: [Option<u8>; KNOWN.len()],
     content_length: usize,
     close: bool,
 }
@@ -49,10 +68,14 @@ struct Head {
 impl Headers for Head {
     fn get_bytes(&self, name: &str) -> Option<&[u8]> {
         // Names were lowercased when parsed.
-        self.fields
-            .iter()
-            .find(|(n, _)| &self.text[n.clone()] == name.as_bytes())
-            .map(|(_, v)| &self.text[v.clone()])
+        let at = match known(name.as_bytes()) {
+            Some(k) => usize::from(self.known[k]?),
+            None => self
+                .fields
+                .iter()
+                .position(|(n, _)| &self.text[n.clone()] == name.as_bytes())?,
+        };
+        Some(&self.text[self.fields[at].1.clone()])
     }
 
     fn get_str(&self, name: &str) -> Option<&str> {
@@ -125,8 +148,14 @@ fn parse(buf: &[u8], head: &mut Head) -> Next {
         }
         head.fields.push((span(name), span(field.value)));
     }
-    for (name, _) in &head.fields {
-        head.text[name.clone()].make_ascii_lowercase();
+    head.known = Default::default();
+    for (at, (name, _)) in head.fields.iter().enumerate() {
+        let name = &mut head.text[name.clone()];
+        name.make_ascii_lowercase();
+        if let Some(k) = known(name) {
+            // At most MAX_FIELDS (48) fields: the index fits.
+            head.known[k].get_or_insert(at as u8);
+        }
     }
     match content_length {
         Some(length) => {
@@ -384,6 +413,10 @@ mod tests {
         assert_eq!(head.get_str("host"), Some("127.0.0.1:8787"));
         assert_eq!(head.get_str("origin"), None);
         assert!(!head.close);
+        // The first of repeated fields, as hyper's header map gives; other names are found too.
+        let (_, head) = parsed(&with_field("host: elsewhere\r\nX-Trace: 7"));
+        assert_eq!(head.get_str("host"), Some("127.0.0.1:8787"));
+        assert_eq!(head.get_str("x-trace"), Some("7"));
     }
 
     #[test]
