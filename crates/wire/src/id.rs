@@ -1,21 +1,26 @@
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
 /// A JSON-RPC request id, kept as its raw JSON text (`7`, `"abc"`) so that it is echoed back
-/// exactly as the peer wrote it. Equality and hashing use that text.
+/// exactly as the peer wrote it. Equality and hashing use that text. Shared: a request's id
+/// is copied into every table and record that follows the request, and a copy costs no
+/// allocation.
 #[derive(Debug, Clone)]
-pub struct Id(Box<RawValue>);
+pub struct Id(Arc<RawValue>);
 
 impl Id {
     /// An integer id, as the gateway mints them towards upstreams.
     pub fn number(n: u64) -> Id {
-        Id(RawValue::from_string(n.to_string()).expect("an integer is JSON"))
+        Id(Arc::from(
+            RawValue::from_string(n.to_string()).expect("an integer is JSON"),
+        ))
     }
 
     /// A string id.
     pub fn string(s: &str) -> Id {
-        Id(crate::raw_string(s))
+        Id(Arc::from(crate::raw_string(s)))
     }
 
     /// Accepts a raw value as a request id if MCP allows it: a string or an integer.
@@ -28,7 +33,7 @@ impl Id {
             }
             _ => false,
         };
-        ok.then(|| Id(raw.to_owned()))
+        ok.then(|| Id(Arc::from(raw.to_owned())))
     }
 
     /// The raw JSON text of the id.
