@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
@@ -7,7 +8,7 @@ use serde_json::value::RawValue;
 /// object can be read, one member changed, and written out again with everything else intact.
 #[derive(Debug, Clone, Default)]
 pub struct RawObject {
-    entries: Vec<(String, Box<RawValue>)>,
+    entries: Vec<(Cow<'static, str>, Box<RawValue>)>,
 }
 
 impl RawObject {
@@ -54,7 +55,7 @@ impl RawObject {
     pub fn set(&mut self, key: &str, value: Box<RawValue>) {
         match self.entries.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
-            None => self.entries.push((key.to_owned(), value)),
+            None => self.entries.push((intern(key), value)),
         }
     }
 
@@ -71,7 +72,7 @@ impl RawObject {
 
     /// The members in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), &**v))
+        self.entries.iter().map(|(k, v)| (k.as_ref(), &**v))
     }
 
     /// Whether the object has no members.
@@ -138,7 +139,7 @@ impl<'de> Deserialize<'de> for RawObject {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(Key(key)) = map.next_key::<Key>()? {
                     let value: Box<RawValue> = map.next_value()?;
                     entries.push((key, value));
                 }
@@ -146,6 +147,66 @@ impl<'de> Deserialize<'de> for RawObject {
             }
         }
         d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Member names MCP messages repeat, kept without an allocation when read or set.
+const KNOWN_KEYS: [&str; 26] = [
+    "jsonrpc",
+    "id",
+    "method",
+    "params",
+    "result",
+    "error",
+    "code",
+    "message",
+    "data",
+    "name",
+    "arguments",
+    "_meta",
+    "progressToken",
+    "progress",
+    "total",
+    "content",
+    "type",
+    "text",
+    "isError",
+    "structuredContent",
+    "cursor",
+    "nextCursor",
+    "tools",
+    "uri",
+    "requestId",
+    "reason",
+];
+
+fn known(key: &str) -> Option<&'static str> {
+    KNOWN_KEYS.iter().find(|k| **k == key).copied()
+}
+
+fn intern(key: &str) -> Cow<'static, str> {
+    known(key).map_or_else(|| Cow::Owned(key.to_owned()), Cow::Borrowed)
+}
+
+/// A member name as read: one of [`KNOWN_KEYS`] or a copy.
+struct Key(Cow<'static, str>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(intern(key)))
+            }
+            fn visit_string<E: serde::de::Error>(self, key: String) -> Result<Key, E> {
+                Ok(Key(known(&key).map_or(Cow::Owned(key), Cow::Borrowed)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
