@@ -25,21 +25,32 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// What hyper serves on a connection: an axum router, or the MCP listener's front.
+pub trait HttpService:
+    tower_service::Service<Request, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `service` with hyper on every connection `listener` accepts until `shutdown`
 /// resolves; then stops accepting, lets every connection finish the request in flight (idle
 /// ones close at once) and returns when all are done.
-pub async fn serve<S>(
+pub async fn serve(
     listener: TcpListener,
-    service: S,
+    service: impl HttpService,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
-) where
-    S: tower_service::Service<Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+) {
     accept(listener, shutdown, move |tcp, stop| {
         serve_hyper(tcp, Bytes::new(), service.clone(), header_timeout, stop)
     })
@@ -101,19 +112,13 @@ impl Stop {
 
 /// Serves one connection with hyper. `read_ahead` is what was read from it already (a head
 /// the caller looked at and left to hyper); hyper reads it first.
-pub async fn serve_hyper<S>(
+pub async fn serve_hyper(
     tcp: TcpStream,
     read_ahead: Bytes,
-    service: S,
+    service: impl HttpService,
     header_timeout: Duration,
     mut stop: Stop,
-) where
-    S: tower_service::Service<Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
+) {
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         tower_service::Service::call(&mut service.clone(), request.map(axum::body::Body::new))
     });

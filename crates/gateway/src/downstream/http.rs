@@ -266,6 +266,7 @@ pub(crate) fn admit_post(state: &AppState, headers: &impl Headers) -> Result<Arc
     Ok(grant)
 }
 
+/// The body is (or says it is) over `limits.max_body_bytes`.
 pub(crate) fn too_large(state: &AppState) -> Response {
     rpc_error(
         StatusCode::PAYLOAD_TOO_LARGE,
