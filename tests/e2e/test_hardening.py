@@ -1257,7 +1257,11 @@ def test_chunked_and_expect_continue_posts_are_served(gateway_factory):
         request = raw_post(gw.port, sid, body, extra="Expect: 100-continue\r\n")
         conn.send(request[: -len(body)])
         conn.sock.settimeout(10)
-        interim = conn.sock.recv(65536)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = conn.sock.recv(65536)
+            assert chunk, f"closed before 100 Continue: {interim!r}"
+            interim += chunk
         assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
         conn.rest = interim.partition(b"\r\n\r\n")[2]
         conn.send(body)
