@@ -14,9 +14,7 @@ pub trait Headers {
 
     /// The same, if the value is visible ASCII (what [`axum::http::HeaderValue::to_str`]
     /// accepts).
-    fn get_str(&self, name: &str) -> Option<&str> {
-        self.get_bytes(name).and_then(visible_ascii)
-    }
+    fn get_str(&self, name: &str) -> Option<&str>;
 }
 
 impl Headers for HeaderMap {

@@ -222,10 +222,6 @@ fn admit(state: &AppState, headers: &impl Headers) -> Result<Arc<Grant>, Respons
     })
 }
 
-fn header_str<'a>(headers: &'a impl Headers, name: &str) -> Option<&'a str> {
-    headers.get_str(name)
-}
-
 async fn post_message(state: Shared, headers: HeaderMap, body: Body) -> Response {
     post(state, None, headers, body).await
 }
@@ -248,7 +244,7 @@ fn is_length_limit(error: &axum::Error) -> bool {
 /// and declared length. Returns the grant.
 pub(crate) fn admit_post(state: &AppState, headers: &impl Headers) -> Result<Arc<Grant>, Response> {
     let grant = admit(state, headers)?;
-    let content_type = header_str(headers, "content-type").unwrap_or_default();
+    let content_type = headers.get_str("content-type").unwrap_or_default();
     if !content_type.starts_with("application/json") {
         return Err(rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -257,7 +253,8 @@ pub(crate) fn admit_post(state: &AppState, headers: &impl Headers) -> Result<Arc
             "Content-Type must be application/json",
         ));
     }
-    if header_str(headers, "content-length")
+    if headers
+        .get_str("content-length")
         .and_then(|l| l.parse::<usize>().ok())
         .is_some_and(|l| l > state.gateway.config.limits.max_body_bytes)
     {
@@ -346,11 +343,12 @@ pub(crate) async fn post_message_body(
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, e.id.clone(), e.code, &e.message),
     };
 
-    let session = match header_str(headers, SESSION_HEADER) {
+    let session = match headers.get_str(SESSION_HEADER) {
         Some(id) => match gateway.find_session(id, grant, scope).await {
             Some(s) => {
-                if let Some(v) =
-                    header_str(headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
+                if let Some(v) = headers
+                    .get_str(VERSION_HEADER)
+                    .filter(|v| !HANDSHAKE_VERSIONS.contains(v))
                 {
                     return rpc_error(
                         StatusCode::BAD_REQUEST,
@@ -449,7 +447,9 @@ fn open_failed(id: Option<Id>, error: OpenError) -> Response {
 
 /// The stateless revision a session-less request asks for, from its header or its `_meta`.
 fn stateless_version(headers: &impl Headers, message: &Message) -> Option<String> {
-    if let Some(v) = header_str(headers, VERSION_HEADER).filter(|v| !HANDSHAKE_VERSIONS.contains(v))
+    if let Some(v) = headers
+        .get_str(VERSION_HEADER)
+        .filter(|v| !HANDSHAKE_VERSIONS.contains(v))
     {
         return Some(v.to_owned());
     }
@@ -498,11 +498,11 @@ fn check_stateless(
             "params._meta must carry io.modelcontextprotocol/protocolVersion and io.modelcontextprotocol/clientCapabilities",
         ));
     }
-    if header_str(headers, VERSION_HEADER) != Some(version) {
+    if headers.get_str(VERSION_HEADER) != Some(version) {
         return Err(mismatch("MCP-Protocol-Version"));
     }
     if message.kind() == Kind::Request {
-        if header_str(headers, "mcp-method") != message.method() {
+        if headers.get_str("mcp-method") != message.method() {
             return Err(mismatch("Mcp-Method"));
         }
         let name = match message.method() {
@@ -511,7 +511,8 @@ fn check_stateless(
             _ => None,
         };
         if let Some(name) = name
-            && header_str(headers, "mcp-name")
+            && headers
+                .get_str("mcp-name")
                 .map(decode_header_value)
                 .as_deref()
                 != Some(name.as_str())
@@ -698,7 +699,8 @@ async fn open_get_stream(
         Ok(g) => g,
         Err(r) => return r,
     };
-    if !header_str(&headers, "accept")
+    if !headers
+        .get_str("accept")
         .unwrap_or_default()
         .contains("text/event-stream")
     {
@@ -709,8 +711,8 @@ async fn open_get_stream(
             "Accept must include text/event-stream",
         );
     }
-    let Some(id) = header_str(&headers, SESSION_HEADER) else {
-        if header_str(&headers, VERSION_HEADER) == Some(STATELESS_VERSION) {
+    let Some(id) = headers.get_str(SESSION_HEADER) else {
+        if headers.get_str(VERSION_HEADER) == Some(STATELESS_VERSION) {
             let mut r = rpc_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 None,
@@ -789,7 +791,7 @@ async fn end_session(State(state): Shared, scope: Option<String>, headers: Heade
         Ok(g) => g,
         Err(r) => return r,
     };
-    let Some(id) = header_str(&headers, SESSION_HEADER) else {
+    let Some(id) = headers.get_str(SESSION_HEADER) else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
             None,
