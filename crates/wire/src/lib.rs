@@ -19,5 +19,5 @@ mod strict;
 pub use error::{ErrorCode, WireError};
 pub use id::Id;
 pub use message::{Kind, Message};
-pub use raw::{RawObject, raw, raw_string};
+pub use raw::{RawObject, push_json_str, raw, raw_string};
 pub use strict::{Limits, validate};

@@ -87,7 +87,7 @@ impl RawObject {
             if i > 0 {
                 out.push(',');
             }
-            write_key(out, k);
+            push_json_str(out, k);
             out.push(':');
             out.push_str(v.get());
         }
@@ -117,16 +117,40 @@ impl RawObject {
     }
 }
 
-/// Writes a member name as a JSON string; names rarely need escapes, so the common case is a
-/// copy.
-fn write_key(out: &mut String, key: &str) {
-    if key.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+/// Appends `s` as a JSON string, as `serde_json` writes it. Member names, ids and digests
+/// rarely need escapes, so the common case is a check of eight bytes at a time and a copy.
+pub fn push_json_str(out: &mut String, s: &str) {
+    if needs_escape(s.as_bytes()) {
+        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
     } else {
+        out.reserve(s.len() + 2);
         out.push('"');
-        out.push_str(key);
+        out.push_str(s);
         out.push('"');
     }
+}
+
+/// Whether a JSON string needs an escape: a quote, a backslash or a control character.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    // A byte of `v` is below `n` (n <= 0x80): the classic word-at-a-time test, exact as a
+    // yes/no answer for the word.
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let v = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let hit = below(v, 0x20)
+            | below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1);
+        if hit != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
 }
 
 impl<'de> Deserialize<'de> for RawObject {
@@ -245,6 +269,34 @@ mod tests {
             obj.to_json(),
             r#"{"plain":1,"q\"uote":2,"back\\slash":3,"tab\t":4,"é":5}"#
         );
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let json = |s: &str| {
+            let mut out = String::new();
+            push_json_str(&mut out, s);
+            out
+        };
+        // Every character that needs an escape, and some that do not (DEL, non-ASCII), at
+        // every position of a string spanning two words and a remainder.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', ' ', '\u{7f}', 'é', '€'] {
+            for at in 0..19 {
+                let mut s: String = "abcdefghijklmnopqr".into();
+                s.insert(at, special);
+                assert_eq!(json(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+            }
+        }
+        assert_eq!(json(""), "\"\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_string_is_written_as_serde_json_writes_it(s in "\\PC*|[\"\\\\\\x00-\\x7f]{0,40}") {
+            let mut out = String::new();
+            push_json_str(&mut out, &s);
+            proptest::prop_assert_eq!(out, serde_json::to_string(&s).unwrap());
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! query, written once.
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use toolgate_wire::push_json_str;
 
 use crate::approvals::{Approval, expire};
 use crate::audit::{AuditFilter, AuditRecord, AuditTally};
@@ -155,17 +156,6 @@ pub(crate) fn audit_row_text(r: &AuditRecord) -> Result<String, sqlx::Error> {
     push_json_value(&mut out, r.detail.as_ref())?;
     out.push(']');
     Ok(out)
-}
-
-/// Appends a JSON string as `serde_json` writes it: escaped only where it must be.
-fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        out.push_str(&serde_json::to_string(s).expect("a string serializes"));
-    } else {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    }
 }
 
 fn push_json_opt(out: &mut String, s: Option<&str>) {
