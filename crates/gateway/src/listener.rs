@@ -108,6 +108,12 @@ impl Stop {
         // An error means the accept loop is gone: stopping all the same.
         let _ = self.0.wait_for(|stopping| *stopping).await;
     }
+
+    /// [`Stop::wait`] as a future that owns its receiver, for a connection to keep for its
+    /// whole life (waiting anew for each request costs a registration each time).
+    pub async fn stopped(mut self) {
+        self.wait().await
+    }
 }
 
 /// Serves one connection with hyper. `read_ahead` is what was read from it already (a head

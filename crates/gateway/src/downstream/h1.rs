@@ -35,6 +35,8 @@ const MAX_FIELDS: usize = 48;
 /// What a connection reads ahead while a call runs (a pipelined request) before it stops
 /// reading until the answer is out.
 const MAX_READ_AHEAD: usize = 64 * 1024;
+/// What a connection's buffer holds room for before it reads a head.
+const READ_SIZE: usize = 8 * 1024;
 
 /// The fields the message handler reads, found once when the head is parsed.
 const KNOWN: [&str; 9] = [
@@ -168,17 +170,19 @@ fn parse(buf: &[u8], head: &mut Head) -> Next {
 
 /// Serves one connection of the MCP listener until it closes, the listener stops, or its
 /// next request is one for hyper.
-pub async fn connection(
-    front: Front,
-    mut tcp: TcpStream,
-    header_timeout: Duration,
-    mut stop: Stop,
-) {
+pub async fn connection(front: Front, mut tcp: TcpStream, header_timeout: Duration, stop: Stop) {
     let state = front.state().clone();
     let limits = &state.gateway.config.limits;
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut head = Head::default();
     let mut out = Vec::with_capacity(1024);
+    // One wait for the listener's stop and one timer for the connection's life, rather than
+    // one of each per request: the timer is armed with an earlier deadline and, when it
+    // fires, moves to the current one (at most once per `header_timeout`).
+    let stopped = stop.clone().stopped();
+    tokio::pin!(stopped);
+    let head_timer = tokio::time::sleep(header_timeout);
+    tokio::pin!(head_timer);
     loop {
         // The next head, within the deadline.
         let deadline = Instant::now() + header_timeout;
@@ -191,14 +195,26 @@ pub async fn connection(
                 }
                 Next::Partial => {}
             }
+            // Room for a whole head in one read (the space after the last body is reclaimed
+            // when nothing holds it any more).
+            if buf.capacity() - buf.len() < READ_SIZE / 2 {
+                buf.reserve(READ_SIZE);
+            }
             tokio::select! {
                 biased;
-                () = stop.wait() => return,
-                read = tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)) => match read {
-                    Ok(Ok(n)) if n > 0 => {}
-                    // Closed, broken, or too slow: nothing to answer.
+                () = &mut stopped => return,
+                read = tcp.read_buf(&mut buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    // Closed or broken: nothing to answer.
                     _ => return,
                 },
+                () = &mut head_timer => {
+                    // Too slow: nothing to answer.
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    head_timer.as_mut().reset(deadline);
+                }
             }
         };
         buf.advance(head_len);
