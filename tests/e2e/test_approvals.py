@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import httpx
@@ -14,7 +15,8 @@ import pytest
 
 from mcp import Client
 
-from conftest import TOKEN, TOOLGATE, free_port, mcp_http_transport, sha256_hex, wait_for_port
+from conftest import TOKEN, TOOLGATE, free_port, mcp_http_transport, parse_sse_or_json, sha256_hex, wait_for_port
+from test_shared_state import audit_records
 from test_policy import CallLog, assert_denied, assert_passed, connect, policy_server, version_of
 
 pytestmark = pytest.mark.anyio
@@ -125,10 +127,15 @@ async def test_an_approval_binds_the_exact_call_a_retry_with_other_arguments_ask
     gw = gateway_factory(policy_server("ssh", log), policy=HOLD)
     first = {"amount": 50, "reason": "books"}
     async with connect(gw) as alice:
-        # The agent gives up waiting; the approval stays in the queue.
+        # The agent gives up waiting (the SDK cancels the call); the approval stays in the queue.
         with anyio.move_on_after(1.0):
             await alice.call_tool("create_charge", first)
         [held] = await wait_pending(gw)
+        # Approved only once the gateway has seen the cancellation: a call still held when its
+        # approval comes goes through (and uses it up), as it should.
+        with anyio.fail_after(10):
+            while not [r for r in audit_records(gw, "--tool", "create_charge") if r.get("decision") == "cancelled"]:
+                await anyio.sleep(0.1)
         assert approvals(gw, "approve", held["id"]).returncode == 0
         # The same call again (same session, same arguments): it goes through on that approval,
         # without asking anyone.
@@ -155,6 +162,37 @@ async def test_an_approval_binds_the_exact_call_a_retry_with_other_arguments_ask
         assert other["arguments"]["amount"] == 5000 and other["id"] not in (held["id"], again["id"])
         assert other["arguments"]["reason"] == "[REDACTED]"
     assert [e["args"] for e in log.entries("create_charge")] == [first]
+
+
+def test_a_held_call_the_client_cancels_ends_without_an_answer_and_its_approval_stays_queued(gateway_factory, tmp_path):
+    """`notifications/cancelled` for a call waiting on a human: the wait ends at once with no
+    JSON-RPC answer (the spec's rule for cancelled requests), nothing reaches the upstream, and
+    the approval stays in the queue for a retry. Before, the held call went on waiting and
+    took the approval when it came, so the client's retry was held again."""
+    from conftest import RawMcp
+
+    log = CallLog(tmp_path / "calls.jsonl")
+    gw = gateway_factory(policy_server("ssh", log), policy=HOLD)
+    charge = {"amount": 75, "reason": "cancelled lunch"}
+    with RawMcp(gw.url, token=gw.token) as raw, ThreadPoolExecutor(1) as pool:
+        body = {"jsonrpc": "2.0", "id": 41, "method": "tools/call", "params": {"name": "create_charge", "arguments": charge}}
+        held_post = pool.submit(raw.post, body, raw._headers("tools/call", None))
+        [held] = anyio.run(wait_pending, gw)
+        started = time.monotonic()
+        raw.notify("notifications/cancelled", {"requestId": 41, "reason": "the user gave up"})
+        answer = held_post.result(timeout=10)
+        assert time.monotonic() - started < 5, "the held call stopped waiting when cancelled"
+        assert answer.status_code == 200, answer.text
+        assert parse_sse_or_json(answer) == [], answer.text
+        [still] = pending(gw)
+        assert still["id"] == held["id"] and still["status"] == "pending"
+        assert log.entries("create_charge") == []
+        # Approved now, the client's retry of the same call goes through on it, once.
+        assert approvals(gw, "approve", held["id"]).returncode == 0
+        retry = raw.request("tools/call", {"name": "create_charge", "arguments": charge})[-1]
+        assert retry["result"].get("isError") is not True, retry
+    assert [e["args"] for e in log.entries("create_charge")] == [charge]
+    assert pending(gw) == []
 
 
 async def test_the_admin_api_lists_and_decides_approvals_and_wakes_the_held_call_at_once(gateway_factory, tmp_path):

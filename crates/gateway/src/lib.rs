@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod channel;
 pub mod config;
 pub mod downstream;
 pub mod gateway;

@@ -6,17 +6,19 @@
 //! sends about the request flows back on the same reply channel, ending with the response.
 
 use foldhash::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use toolgate_state::AuditRecord;
 use toolgate_wire::{ErrorCode, Id, Kind, Message, RawObject, raw};
 
 use crate::audit::{AuditLog, PendingRecord};
+use crate::channel;
 use crate::config::Config;
 use crate::config::Pinning;
 use crate::grant::Grant;
@@ -24,7 +26,7 @@ use crate::guard::{self, Admission, CallInfo, ClientInput, Guard, Refusal};
 use crate::inventory::{IndexedTool, Inventory, ToolIndex};
 use crate::metrics::Metrics;
 use crate::names;
-use crate::upstream::{Connection, Io, Subscriber, Upstream, UpstreamError, poll_io};
+use crate::upstream::{Answer, Connection, Io, Subscriber, Upstream, UpstreamError, poll_io};
 
 /// Protocol versions offered to downstream clients that use the handshake, newest first.
 pub const HANDSHAKE_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -45,6 +47,9 @@ pub enum Mode {
 /// Messages queued for a client's standalone stream (list changes, server requests) while it
 /// has none open; beyond this they are dropped.
 const OUTBOUND_QUEUE: usize = 256;
+/// Messages about one request that may wait for a slow client; beyond this, notifications
+/// are dropped and server-to-client requests wait for room.
+const REPLY_QUEUE: usize = 64;
 
 /// One downstream session.
 pub struct Session {
@@ -65,12 +70,16 @@ pub struct Session {
     guard: Arc<Guard>,
     inventory: Arc<Inventory>,
     audit: Arc<AuditLog>,
-    outbound: mpsc::Sender<Message>,
-    outbound_rx: Mutex<Option<mpsc::Receiver<Message>>>,
+    outbound: channel::Sender<Message>,
+    outbound_rx: Mutex<Option<channel::Receiver<Message>>>,
     server_requests: Mutex<HashMap<Id, (Arc<Connection>, Id)>>,
     /// The gateway's own requests to the client (approval questions), by id.
     own_requests: Mutex<HashMap<Id, oneshot::Sender<Message>>>,
     inflight: Mutex<HashMap<Id, (Arc<Connection>, u64)>>,
+    /// Calls held for a human's approval, by the client's id, and whether the client has
+    /// cancelled them since; `held_cancelled` wakes their waits.
+    held: Mutex<HashMap<Id, bool>>,
+    held_cancelled: Notify,
     next_server_request: AtomicU64,
     parked: Mutex<HashMap<String, Flight>>,
     last_used: Mutex<Instant>,
@@ -93,7 +102,7 @@ impl Session {
         inventory: Arc<Inventory>,
         audit: Arc<AuditLog>,
     ) -> Arc<Session> {
-        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (outbound, outbound_rx) = channel::channel(OUTBOUND_QUEUE);
         let session = Arc::new(Session {
             id,
             scope,
@@ -113,6 +122,8 @@ impl Session {
             server_requests: Mutex::new(HashMap::default()),
             own_requests: Mutex::new(HashMap::default()),
             inflight: Mutex::new(HashMap::default()),
+            held: Mutex::new(HashMap::default()),
+            held_cancelled: Notify::new(),
             next_server_request: AtomicU64::new(1),
             parked: Mutex::new(HashMap::default()),
             last_used: Mutex::new(Instant::now()),
@@ -157,12 +168,12 @@ impl Session {
 
     /// Takes the receiver of messages for the client's standalone stream (GET, or stdout).
     /// Only one holder at a time; give it back with [`Session::return_outbound`].
-    pub fn take_outbound(&self) -> Option<mpsc::Receiver<Message>> {
+    pub fn take_outbound(&self) -> Option<channel::Receiver<Message>> {
         self.outbound_rx.lock().unwrap().take()
     }
 
     /// Gives back the standalone stream's receiver when that stream closes.
-    pub fn return_outbound(&self, rx: mpsc::Receiver<Message>) {
+    pub fn return_outbound(&self, rx: channel::Receiver<Message>) {
         *self.outbound_rx.lock().unwrap() = Some(rx);
     }
 
@@ -261,37 +272,31 @@ impl Session {
         }
     }
 
-    /// Serves one request on a task of its own; the reply channel gets any messages about it,
-    /// then its response.
-    pub fn handle_request(self: &Arc<Self>, request: Message) -> mpsc::Receiver<Message> {
-        let (work, rx) = self.request(request);
-        tokio::spawn(work);
-        rx
-    }
-
-    /// The work of serving one request, for the caller to drive, and the reply channel it
-    /// feeds. A transport that can wait drives it in place: most requests are answered
-    /// without a message before the response, and then no task hand-off is needed.
+    /// The work of serving one request, for the caller to drive (or spawn), and the reply
+    /// channel it feeds: any messages about the request, then its response. A transport that
+    /// can wait drives the work in place: most requests are answered without a message
+    /// before the response, and then no task hand-off is needed. The work is boxed here, so
+    /// that its state (a few KiB) is not moved again on its way to where it runs.
     pub fn request(
         self: &Arc<Self>,
         request: Message,
     ) -> (
-        impl Future<Output = ()> + Send + 'static,
-        mpsc::Receiver<Message>,
+        Pin<Box<impl Future<Output = ()> + Send + 'static>>,
+        channel::Receiver<Message>,
     ) {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = channel::channel(REPLY_QUEUE);
         let this = self.clone();
         this.active.fetch_add(1, Ordering::Relaxed);
-        let work = async move {
+        let work = Box::pin(async move {
             let id = request.id().cloned().expect("a request has an id");
             let reply = this.serve(request, &tx).await;
             if let Some(mut reply) = reply {
                 reply.set_id(id);
-                let _ = tx.send(this.finish_reply(reply)).await;
+                let _ = tx.send_last(this.finish_reply(reply));
             }
             this.active.fetch_sub(1, Ordering::Relaxed);
             this.touch();
-        };
+        });
         (work, rx)
     }
 
@@ -310,7 +315,7 @@ impl Session {
     async fn serve(
         self: &Arc<Self>,
         request: Message,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
     ) -> Option<Message> {
         let id = request.id().cloned();
         let method = request.method().unwrap_or_default().to_owned();
@@ -507,7 +512,7 @@ impl Session {
         request: Message,
         params: RawObject,
         args: &Value,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
         record: &mut AuditRecord,
     ) -> Option<Message> {
         let id = request.id().cloned();
@@ -555,7 +560,16 @@ impl Session {
         // its stream stays alive).
         let progress = request.progress_token();
         let hold_tx = tx.clone();
+        // A held call is one the client may cancel (`notifications/cancelled`) before anything
+        // reaches the upstream: it is registered while it waits.
+        let is_held = AtomicBool::new(false);
+        let (this, hold_id, is_held_ref) = (&**self, id.clone(), &is_held);
         let on_hold = move |approval: &str| {
+            if let Some(id) = &hold_id
+                && !is_held_ref.swap(true, Ordering::Relaxed)
+            {
+                this.held.lock().unwrap().insert(id.clone(), false);
+            }
             if let Some(token) = &progress {
                 let params = json!({"progressToken": token, "progress": 0,
                     "message": format!("waiting for a human's approval ({approval})")});
@@ -620,7 +634,23 @@ impl Session {
             ask_client: Some(&ask_client),
             client_input,
         };
-        let pass = match self.guard.admit(&call).await {
+        let admission = tokio::select! {
+            biased;
+            admission = self.guard.admit(&call) => Some(admission),
+            () = self.cancelled_while_held(id.as_ref()) => None,
+        };
+        if is_held.load(Ordering::Relaxed)
+            && let Some(id) = &id
+        {
+            self.held.lock().unwrap().remove(id);
+        }
+        let Some(admission) = admission else {
+            // No answer is owed for a cancelled request. The approval stays in the queue: a
+            // retry of the same call may use it.
+            record.message = Some("the client cancelled the call while it was held".into());
+            return None;
+        };
+        let pass = match admission {
             Admission::Pass(p) => p,
             Admission::Unknown => return unknown(record),
             Admission::Invalid(why) => {
@@ -711,7 +741,7 @@ impl Session {
     /// asked, the user dismissed the question, or the answer comes through the page.
     async fn ask_client_approval(
         &self,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
         approval: &toolgate_state::Approval,
         how: toolgate_policy::AskClient,
     ) -> Option<(bool, Option<String>)> {
@@ -1092,7 +1122,7 @@ impl Session {
         self: &Arc<Self>,
         up: &Arc<Upstream>,
         mut request: Message,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
     ) -> Option<Message> {
         let client_id = request.id().cloned()?;
         let is_call = request.method() == Some("tools/call");
@@ -1116,8 +1146,7 @@ impl Session {
             deadline: tokio::time::Instant::now() + conn.config.request_timeout,
             conn,
             upstream_id: exchange.id,
-            events: exchange.events,
-            response: exchange.response,
+            answers: exchange.answers,
             io: exchange.io,
             client_token,
             capabilities,
@@ -1136,7 +1165,7 @@ impl Session {
         self: &Arc<Self>,
         mut flight: Flight,
         client_id: Id,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
     ) -> Option<Message> {
         self.inflight
             .lock()
@@ -1153,19 +1182,23 @@ impl Session {
         let outcome = loop {
             tokio::select! {
                 biased;
-                Some(event) = flight.events.recv() => {
-                    if event.method() == Some("notifications/message") && !flight.wants_log(&event) {
-                        continue;
-                    }
-                    if self.mode == Mode::Stateless && event.kind() == Kind::Request {
-                        if let Some(input) = self.ask_client(&mut flight, event) {
-                            break Outcome::NeedsInput(input);
+                answer = flight.answers.recv() => match answer {
+                    Some(Answer::Event(event)) => {
+                        if event.method() == Some("notifications/message") && !flight.wants_log(&event) {
+                            continue;
                         }
-                        continue;
+                        if self.mode == Mode::Stateless && event.kind() == Kind::Request {
+                            if let Some(input) = self.ask_client(&mut flight, event) {
+                                break Outcome::NeedsInput(input);
+                            }
+                            continue;
+                        }
+                        self.relay(&flight.conn, event, token.as_deref(), tx).await
                     }
-                    self.relay(&flight.conn, event, token.as_deref(), tx).await
-                }
-                r = &mut flight.response => break Outcome::Done(r.ok()),
+                    Some(Answer::Response(r)) => break Outcome::Done(Some(r)),
+                    // Forgotten (cancelled) without a response.
+                    None => break Outcome::Done(None),
+                },
                 () = poll_io(&mut flight.io) => flight.io = None,
                 // A 2026-07-28 client cancels by going away (`abandoned` tells the upstream).
                 _ = tx.closed(), if self.mode == Mode::Stateless => return None,
@@ -1182,7 +1215,8 @@ impl Session {
             Outcome::NeedsInput(input) => return Some(self.park(flight, client_id, input)),
             Outcome::Done(outcome) => outcome,
         };
-        while let Ok(event) = flight.events.try_recv() {
+        // Messages that came before a deadline ran out.
+        while let Some(Answer::Event(event)) = flight.answers.try_recv() {
             self.relay(&flight.conn, event, token.as_deref(), tx).await;
         }
         match outcome {
@@ -1265,7 +1299,7 @@ impl Session {
         self: &Arc<Self>,
         state: &str,
         request: &Message,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
     ) -> Option<Message> {
         let client_id = request.id().cloned()?;
         let Some(mut flight) = self.parked.lock().unwrap().remove(state) else {
@@ -1303,7 +1337,7 @@ impl Session {
         conn: &Arc<Connection>,
         mut event: Message,
         client_token: Option<&RawValue>,
-        tx: &mpsc::Sender<Message>,
+        tx: &channel::Sender<Message>,
     ) {
         match event.kind() {
             Kind::Notification if event.method() == Some("notifications/progress") => {
@@ -1392,10 +1426,32 @@ impl Session {
 
     /// Cancels a request of this client in flight, as `notifications/cancelled` would.
     pub fn cancel_request(&self, id: &Id, reason: &str) {
+        if let Some(cancelled) = self.held.lock().unwrap().get_mut(id) {
+            *cancelled = true;
+            self.held_cancelled.notify_waiters();
+            return;
+        }
         let Some((conn, upstream_id)) = self.inflight.lock().unwrap().remove(id) else {
             return;
         };
         conn.cancel(upstream_id, reason);
+    }
+
+    /// Resolves once the client cancels call `id` while it is held for approval (never for a
+    /// call that is not held, or has no id).
+    async fn cancelled_while_held(&self, id: Option<&Id>) {
+        let Some(id) = id else {
+            return std::future::pending().await;
+        };
+        loop {
+            let cancelled = self.held_cancelled.notified();
+            tokio::pin!(cancelled);
+            cancelled.as_mut().enable();
+            if self.held.lock().unwrap().get(id) == Some(&true) {
+                return;
+            }
+            cancelled.await;
+        }
     }
 
     /// A client notification.
@@ -1483,7 +1539,7 @@ impl Session {
 struct OwnRequest<'a> {
     pending: &'a Mutex<HashMap<Id, oneshot::Sender<Message>>>,
     id: Id,
-    tx: &'a mpsc::Sender<Message>,
+    tx: &'a channel::Sender<Message>,
 }
 
 impl Drop for OwnRequest<'_> {
@@ -1504,7 +1560,7 @@ impl Drop for OwnRequest<'_> {
 /// Sends `notifications/elicitation/complete` when a URL-mode approval question's wait ends.
 struct ElicitationDone<'a> {
     id: String,
-    tx: &'a mpsc::Sender<Message>,
+    tx: &'a channel::Sender<Message>,
 }
 
 impl Drop for ElicitationDone<'_> {
@@ -1567,8 +1623,8 @@ fn request_capabilities(request: &Message) -> RawObject {
 struct Flight {
     conn: Arc<Connection>,
     upstream_id: u64,
-    events: mpsc::Receiver<Message>,
-    response: tokio::sync::oneshot::Receiver<Result<Message, UpstreamError>>,
+    /// What the upstream says about the request, then its response.
+    answers: channel::Receiver<Answer>,
     /// Transport work to poll while waiting (HTTP upstreams).
     io: Option<Io>,
     deadline: tokio::time::Instant,

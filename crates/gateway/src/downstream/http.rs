@@ -22,9 +22,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use serde_json::json;
-use tokio::sync::mpsc;
 use toolgate_wire::{ErrorCode, Id, Kind, Limits, Message, sse};
 
+use crate::channel;
 use crate::downstream::access::{Headers, HostCheck, bearer};
 use crate::gateway::{Gateway, OpenError, StreamPermit};
 use crate::grant::Grant;
@@ -565,8 +565,7 @@ async fn reply(
     message: Message,
 ) -> Response {
     let id = message.id().cloned();
-    let (work, mut rx) = session.request(message);
-    let mut work = Box::pin(work);
+    let (mut work, mut rx) = session.request(message);
     let mut done = false;
     let first = tokio::select! {
         biased;
@@ -577,12 +576,13 @@ async fn reply(
         }
     };
     let Some(first) = first else {
-        return rpc_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            id,
-            ErrorCode::Internal,
-            "the request ended without a response",
-        );
+        // No answer is owed (the client cancelled the request): an event stream with no
+        // events.
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/event-stream")
+            .body(Body::empty())
+            .expect("static headers are valid");
     };
     if first.kind() == Kind::Response {
         if !done {
@@ -631,7 +631,7 @@ fn sse_response(stream: EventStream) -> Response {
 /// and gives it back when the client goes away.
 struct EventStream {
     first: Option<Message>,
-    rx: Option<mpsc::Receiver<Message>>,
+    rx: Option<channel::Receiver<Message>>,
     session: Option<Arc<Session>>,
     keepalive: Option<tokio::time::Interval>,
     shutdown: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,

@@ -100,10 +100,8 @@ where
         };
         match message.kind() {
             Kind::Request => {
-                // One task per request drives its work and writes what it produces. The work
-                // is boxed: the task moves its future (and the runtime its stages) by value.
+                // One task per request drives its work and writes what it produces.
                 let (work, mut replies) = current.request(message);
-                let work = Box::pin(work);
                 let out = out.clone();
                 requests.spawn(async move {
                     let forward = async {

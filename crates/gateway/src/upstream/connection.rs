@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 use toolgate_wire::{Id, Kind, Message, RawObject, raw};
 
 use super::{UPSTREAM_VERSIONS, Upstream, UpstreamError};
+use crate::channel::{self, TrySendError};
 use crate::config::ServerConfig;
 use crate::inventory::ToolIndex;
 
@@ -38,27 +39,36 @@ pub struct InitInfo {
 /// Transport work an exchange needs polled until it completes.
 pub type Io = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+/// What comes back about one request, in order: messages about it, then its response.
+pub enum Answer {
+    /// A notification or server-to-client request about the request.
+    Event(Message),
+    /// The response, or why there will be none.
+    Response(Result<Message, UpstreamError>),
+}
+
 /// One request in flight upstream.
 pub struct Exchange {
     /// The upstream-side id (also its progress token).
     pub id: u64,
-    /// Notifications and server-to-client requests about this request.
-    pub events: mpsc::Receiver<Message>,
-    /// The response, or why there will be none.
-    pub response: oneshot::Receiver<Result<Message, UpstreamError>>,
-    /// Transport work to poll alongside `response` (see [`Exchange::wait`]).
+    /// What the upstream says about the request, then its response. The channel ends without
+    /// a response when the request is forgotten (cancelled).
+    pub answers: channel::Receiver<Answer>,
+    /// Transport work to poll alongside `answers` (see [`Exchange::wait`]).
     pub io: Option<Io>,
 }
 
 impl Exchange {
-    /// Waits for the response while driving the transport work.
-    pub async fn wait(
-        &mut self,
-    ) -> Result<Result<Message, UpstreamError>, oneshot::error::RecvError> {
+    /// Waits for the response while driving the transport work, passing over the messages
+    /// about the request; `None` if the request was forgotten.
+    pub async fn wait(&mut self) -> Option<Result<Message, UpstreamError>> {
         loop {
             tokio::select! {
                 biased;
-                r = &mut self.response => return r,
+                answer = self.answers.recv() => match answer? {
+                    Answer::Response(r) => return Some(r),
+                    Answer::Event(_) => {}
+                },
                 () = poll_io(&mut self.io) => self.io = None,
             }
         }
@@ -75,8 +85,26 @@ pub async fn poll_io(io: &mut Option<Io>) {
 
 struct Pending {
     owner: u64,
-    events: mpsc::Sender<Message>,
-    response: Option<oneshot::Sender<Result<Message, UpstreamError>>>,
+    answers: channel::Sender<Answer>,
+}
+
+impl Pending {
+    /// Queues a message about the request; gives it back when the queue is full (a storm of
+    /// notifications) or nobody waits any more.
+    fn offer(&self, message: Message) -> Result<(), Message> {
+        match self.answers.try_send(Answer::Event(message)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Answer::Event(m)) | TrySendError::Closed(Answer::Event(m))) => {
+                Err(m)
+            }
+            // What was offered is an event, so it comes back as one.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn respond(&self, response: Result<Message, UpstreamError>) {
+        let _ = self.answers.send_last(Answer::Response(response));
+    }
 }
 
 /// How messages leave for the upstream.
@@ -196,13 +224,11 @@ impl Connection {
             .drain()
             .map(|(_, p)| p)
             .collect();
-        for mut p in pending {
-            if let Some(tx) = p.response.take() {
-                let _ = tx.send(Err(UpstreamError::Closed {
-                    server: self.server.clone(),
-                    reason: reason.to_owned(),
-                }));
-            }
+        for p in pending {
+            p.respond(Err(UpstreamError::Closed {
+                server: self.server.clone(),
+                reason: reason.to_owned(),
+            }));
         }
     }
 
@@ -225,14 +251,12 @@ impl Connection {
         if progress {
             message.set_progress_token(raw(&id));
         }
-        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
-        let (response_tx, response) = oneshot::channel();
+        let (answers_tx, answers) = channel::channel(EVENT_BUFFER);
         self.pending.lock().unwrap().insert(
             id,
             Pending {
                 owner,
-                events: events_tx,
-                response: Some(response_tx),
+                answers: answers_tx,
             },
         );
         let io = match self.outbound.send_request(self, message) {
@@ -242,19 +266,13 @@ impl Connection {
                 return Err(e);
             }
         };
-        Ok(Exchange {
-            id,
-            events,
-            response,
-            io,
-        })
+        Ok(Exchange { id, answers, io })
     }
 
     /// Fails one request in flight (its transport failed, not the whole connection).
     pub(crate) fn fail(&self, id: u64, error: UpstreamError) {
-        let pending = self.pending.lock().unwrap().remove(&id);
-        if let Some(tx) = pending.and_then(|mut p| p.response.take()) {
-            let _ = tx.send(Err(error));
+        if let Some(p) = self.pending.lock().unwrap().remove(&id) {
+            p.respond(Err(error));
         }
     }
 
@@ -277,8 +295,8 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Message, UpstreamError> {
         match tokio::time::timeout(timeout, exchange.wait()).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(UpstreamError::Closed {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(UpstreamError::Closed {
                 server: self.server.clone(),
                 reason: "connection dropped".into(),
             }),
@@ -326,8 +344,8 @@ impl Connection {
                     return;
                 };
                 let pending = self.pending.lock().unwrap().remove(&id);
-                if let Some(tx) = pending.and_then(|mut p| p.response.take()) {
-                    let _ = tx.send(Ok(message));
+                if let Some(p) = pending {
+                    p.respond(Ok(message));
                 }
             }
             Kind::Notification if message.method() == Some("notifications/progress") => {
@@ -335,14 +353,10 @@ impl Connection {
                     p.get("progressToken")
                         .and_then(|t| t.get().parse::<u64>().ok())
                 });
-                if let Some(p) = token.and_then(|t| {
-                    self.pending
-                        .lock()
-                        .unwrap()
-                        .get(&t)
-                        .map(|p| p.events.clone())
-                }) {
-                    let _ = p.try_send(message);
+                if let Some(token) = token
+                    && let Some(p) = self.pending.lock().unwrap().get(&token)
+                {
+                    let _ = p.offer(message);
                 }
             }
             kind => {
@@ -358,20 +372,13 @@ impl Connection {
                     }
                     _ => self.attribute(),
                 });
-                let sender = target.and_then(|id| {
-                    self.pending
-                        .lock()
-                        .unwrap()
-                        .get(&id)
-                        .map(|p| p.events.clone())
-                });
-                let message = match sender {
-                    Some(tx) => match tx.try_send(message) {
-                        Ok(()) => return,
-                        Err(
-                            mpsc::error::TrySendError::Full(m)
-                            | mpsc::error::TrySendError::Closed(m),
-                        ) => m,
+                let message = match target {
+                    Some(id) => match self.pending.lock().unwrap().get(&id) {
+                        Some(p) => match p.offer(message) {
+                            Ok(()) => return,
+                            Err(m) => m,
+                        },
+                        None => message,
                     },
                     None => message,
                 };

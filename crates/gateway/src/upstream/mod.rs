@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 use toolgate_wire::Message;
 
-pub use connection::{Connection, Exchange, InitInfo, Io, poll_io};
+pub use connection::{Answer, Connection, Exchange, InitInfo, Io, poll_io};
 
 /// A server session (Streamable HTTP) opened by another instance, to take over without a new
 /// handshake: what that handshake established.
