@@ -562,14 +562,13 @@ impl Session {
         let hold_tx = tx.clone();
         // A held call is one the client may cancel (`notifications/cancelled`) before anything
         // reaches the upstream: it is registered while it waits.
-        let is_held = AtomicBool::new(false);
-        let (this, hold_id, is_held_ref) = (&**self, id.clone(), &is_held);
-        let on_hold = move |approval: &str| {
-            if let Some(id) = &hold_id
-                && !is_held_ref.swap(true, Ordering::Relaxed)
-            {
-                this.held.lock().unwrap().insert(id.clone(), false);
-            }
+        let held = Held {
+            session: self,
+            id: id.as_ref(),
+            registered: AtomicBool::new(false),
+        };
+        let on_hold = |approval: &str| {
+            held.register();
             if let Some(token) = &progress {
                 let params = json!({"progressToken": token, "progress": 0,
                     "message": format!("waiting for a human's approval ({approval})")});
@@ -639,11 +638,7 @@ impl Session {
             admission = self.guard.admit(&call) => Some(admission),
             () = self.cancelled_while_held(id.as_ref()) => None,
         };
-        if is_held.load(Ordering::Relaxed)
-            && let Some(id) = &id
-        {
-            self.held.lock().unwrap().remove(id);
-        }
+        drop(held);
         let Some(admission) = admission else {
             // No answer is owed for a cancelled request. The approval stays in the queue: a
             // retry of the same call may use it.
@@ -1553,6 +1548,34 @@ impl Drop for OwnRequest<'_> {
                 "notifications/cancelled",
                 Some(&params.to_raw()),
             ));
+        }
+    }
+}
+
+/// A call held for approval, known to [`Session::cancel_request`] from its first hold until
+/// its wait ends (or its work is dropped).
+struct Held<'a> {
+    session: &'a Session,
+    id: Option<&'a Id>,
+    registered: AtomicBool,
+}
+
+impl Held<'_> {
+    fn register(&self) {
+        if let Some(id) = self.id
+            && !self.registered.swap(true, Ordering::Relaxed)
+        {
+            self.session.held.lock().unwrap().insert(id.clone(), false);
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && *self.registered.get_mut()
+        {
+            self.session.held.lock().unwrap().remove(id);
         }
     }
 }
