@@ -578,11 +578,7 @@ async fn reply(
     let Some(first) = first else {
         // No answer is owed (the client cancelled the request): an event stream with no
         // events.
-        return Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .body(Body::empty())
-            .expect("static headers are valid");
+        return sse_response(Body::empty());
     };
     if first.kind() == Kind::Response {
         if !done {
@@ -615,15 +611,15 @@ async fn reply(
         shutdown: None,
         _permit: permit,
     };
-    sse_response(stream)
+    sse_response(Body::from_stream(stream))
 }
 
-fn sse_response(stream: EventStream) -> Response {
+fn sse_response(body: Body) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(stream))
+        .body(body)
         .expect("static headers are valid")
 }
 
@@ -771,7 +767,7 @@ async fn open_get_stream(
         })),
         _permit: permit,
     };
-    sse_response(stream)
+    sse_response(Body::from_stream(stream))
 }
 
 async fn delete_session(state: Shared, headers: HeaderMap) -> Response {
