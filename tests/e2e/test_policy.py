@@ -31,6 +31,7 @@ from mcp.shared.exceptions import MCPError
 import mcp_types as types
 
 from conftest import (
+    FIXTURE,
     OTHER_TOKEN,
     PYTHON,
     ROOT,
@@ -691,6 +692,33 @@ async def test_an_iserror_result_counts_but_a_protocol_error_or_a_dead_upstream_
     assert len(log.args("crash_upstream")) == 1
     assert log.args("list_files") == [{}, {"path": "/"}]
     assert len(log.args("fail_soft")) == 2
+
+
+async def test_a_call_the_client_cancels_once_forwarded_keeps_its_count(gateway_factory):
+    """The upstream has the call and may act on it: were a cancellation to give the count back,
+    an agent could run a limited tool past its limit by cancelling every call it makes."""
+    gw = gateway_factory(
+        server_stdio("fixture", PYTHON, [str(FIXTURE), "--stdio"]),
+        policy={"version": "1", "default": "allow", "tools": {"sleep": {"limits": [sliding("slow", 1)]}}},
+    )
+    v = version_of(gw)
+    async with connect(gw) as alice:
+        with anyio.move_on_after(1.0) as scope:
+            await alice.call_tool("sleep", {"ms": 20000})
+        assert scope.cancelled_caught, "the sleep call returned before it was cancelled"
+
+        def cancelled_call_recorded() -> bool:
+            out = subprocess.run(
+                [str(TOOLGATE), "audit", "--config", str(gw.config), "--json", "--tool", "sleep"],
+                capture_output=True, text=True, timeout=30,
+            ).stdout
+            return any(line.strip() for line in out.splitlines())
+
+        # The cancelled call has ended in the gateway (its record is written after its counters
+        # are settled): only now can a second call tell whether the count was given back.
+        assert await async_poll(cancelled_call_recorded, timeout=15), "no audit record of the cancelled call"
+        message = assert_denied(await alice.call_tool("sleep", {"ms": 1}), "limited", "/tools/sleep/limits/0", v)
+        assert limit_message_re("slow", 1, "sliding hour", "grant").fullmatch(message), message
 
 
 # ---------------------------------------------------------------------------------------

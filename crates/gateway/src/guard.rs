@@ -113,7 +113,8 @@ pub struct Pass {
 /// How a forwarded call ended, for its counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The upstream answered with a result (an `isError` result counts).
+    /// The upstream answered with a result (an `isError` result counts), or has the call
+    /// and the client gave up waiting (cancelled, went away): the counters are kept.
     Answered,
     /// The upstream failed: protocol error or transport failure. Counters are given back.
     Failed,

@@ -705,6 +705,8 @@ impl Session {
             .is_none_or(|r| r.is_error() || result_is_error(r));
         self.metrics
             .record_call(&up.name, &original, started.elapsed(), failed);
+        // No reply (the client cancelled the call or went away) keeps the counters: the
+        // upstream has the call and may act on it.
         let settle = match &reply {
             Some(r) if r.is_error() || is_gateway_failure(r) => guard::Outcome::Failed,
             _ => guard::Outcome::Answered,
@@ -1217,7 +1219,9 @@ impl Session {
         match outcome {
             Some(Ok(response)) => Some(response),
             Some(Err(e)) => Some(upstream_failure(client_id, flight.is_call, &e)),
-            None if cancelled => Some(Message::error(Some(client_id), -32800, "Request cancelled")),
+            // The client cancelled it: no answer is owed (MCP: a cancelled request is not
+            // answered), as for a call cancelled while held.
+            None if cancelled => None,
             None => Some(Message::error(
                 Some(client_id),
                 ErrorCode::Internal.code(),
