@@ -20,7 +20,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -281,24 +281,33 @@ enum BodyError {
 }
 
 /// Reads a body of `len` bytes (some may be in `buf` already) within `timeout`.
-async fn read_body(
-    tcp: &mut TcpStream,
+///
+/// A body that is not all in `buf` is read into an allocation of its own, exactly its
+/// size, that goes when the body does: grown to fit, the connection's buffer would keep the
+/// largest body it ever carried (up to the body limit) for as long as the connection lives.
+async fn read_body<S: AsyncRead + Unpin>(
+    tcp: &mut S,
     buf: &mut BytesMut,
     len: usize,
     timeout: Duration,
 ) -> Result<bytes::Bytes, BodyError> {
-    if buf.len() < len {
-        buf.reserve(len - buf.len());
-        let deadline = Instant::now() + timeout;
-        while buf.len() < len {
-            match tokio::time::timeout_at(deadline, tcp.read_buf(buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return Err(BodyError::Gone),
-                Err(_) => return Err(BodyError::Late),
-            }
+    if buf.len() >= len {
+        return Ok(buf.split_to(len).freeze());
+    }
+    let mut body = BytesMut::with_capacity(len);
+    body.extend_from_slice(buf);
+    buf.clear();
+    let deadline = Instant::now() + timeout;
+    while body.len() < len {
+        // Never past the body: what follows it (a pipelined request) is read into `buf` later.
+        let rest = (len - body.len()) as u64;
+        match tokio::time::timeout_at(deadline, (&mut *tcp).take(rest).read_buf(&mut body)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Err(BodyError::Gone),
+            Err(_) => return Err(BodyError::Late),
         }
     }
-    Ok(buf.split_to(len).freeze())
+    Ok(body.freeze())
 }
 
 /// Writes `response`: whole with `Content-Length` when its body's size is known, else (an SSE
@@ -416,6 +425,44 @@ mod tests {
 
     fn with_field(field: &str) -> String {
         CALL.replacen("\r\n\r\n", &format!("\r\n{field}\r\n\r\n"), 1)
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_read_whole_into_its_own_allocation_and_not_past_its_end() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut buf = BytesMut::with_capacity(READ_SIZE);
+        buf.extend_from_slice(&body[..100]);
+        let sent = body[100..].to_vec();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.write_all(b"POST /next").await.unwrap();
+            client
+        });
+        let got = read_body(&mut server, &mut buf, body.len(), Duration::from_secs(10))
+            .await
+            .ok()
+            .expect("the body arrives");
+        assert_eq!(got, body);
+        drop(got);
+        // The connection's buffer holds nothing of the body and, once the body is gone, did
+        // not keep room for it (making room for the next head, as `connection` does, would
+        // take the whole allocation back).
+        assert!(buf.is_empty());
+        buf.reserve(READ_SIZE);
+        assert!(buf.capacity() < 64 * 1024, "{}", buf.capacity());
+        // The next request is still on the connection.
+        let _client = writer.await.unwrap();
+        let mut next = [0u8; 10];
+        server.read_exact(&mut next).await.unwrap();
+        assert_eq!(&next, b"POST /next");
+        // A body already buffered is split off without a read.
+        buf.extend_from_slice(b"{}POST");
+        let got = read_body(&mut server, &mut buf, 2, Duration::from_secs(1))
+            .await
+            .ok();
+        assert_eq!(got.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(&buf[..], b"POST");
     }
 
     #[test]

@@ -523,37 +523,21 @@ fn check_stateless(
     Ok(())
 }
 
-/// Header values that are not plain ASCII travel as `=?base64?...?=`.
+/// Header values that are not plain ASCII travel as `=?base64?...?=`: Base64 of their UTF-8
+/// bytes, standard alphabet (padding optional here).
 fn decode_header_value(value: &str) -> String {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const BASE64: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     value
         .strip_prefix("=?base64?")
         .and_then(|v| v.strip_suffix("?="))
-        .and_then(base64_decode)
+        .and_then(|v| BASE64.decode(v).ok())
         .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_else(|| value.to_owned())
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 /// Sends a request into its session and answers with the response as JSON, or, when the
@@ -820,7 +804,23 @@ async fn end_session(State(state): Shared, scope: Option<String>, headers: Heade
 
 #[cfg(test)]
 mod tests {
-    use super::message_path;
+    use super::{decode_header_value, message_path};
+
+    #[test]
+    fn header_values_in_the_base64_form_are_decoded_and_others_kept() {
+        // The spec's own example: a plain value that looks like the form is itself encoded.
+        assert_eq!(
+            decode_header_value("=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="),
+            "=?base64?literal?="
+        );
+        assert_eq!(decode_header_value("=?base64?5pel5pys6Kqe?="), "日本語");
+        assert_eq!(decode_header_value("=?base64?w6k?="), "é"); // padding left out
+        assert_eq!(decode_header_value("get_weather"), "get_weather");
+        // Not Base64, or not UTF-8: the value as it came (it then matches no name).
+        for odd in ["=?base64?***?=", "=?base64?/w==?=", "=?base64?w6k"] {
+            assert_eq!(decode_header_value(odd), odd);
+        }
+    }
 
     #[test]
     fn message_paths_name_their_server_and_ignore_the_query() {
