@@ -5,18 +5,19 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::Full;
 use toolgate_wire::sse::Decoder;
 use toolgate_wire::{Id, Limits, Message};
 
 use super::connection::{Connection, Io, Outbound};
-use super::http_client::{Body, HttpClient, HttpError};
+use super::http_client::{Body, HttpClient, HttpError, Request};
 use super::{Upstream, UpstreamError};
 use crate::config::{ServerConfig, Transport};
 
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 struct Shared {
     server: Arc<str>,
@@ -133,12 +134,15 @@ impl Drop for HttpOutbound {
             handle.spawn(async move {
                 let request = shared
                     .request(Method::DELETE)
-                    .header("mcp-session-id", session);
-                if let Ok(request) = request.body(Full::default())
-                    && let Ok((_, body)) = shared.client.send(request).await
-                {
-                    let _ = body.collect(MAX_MESSAGE).await;
-                }
+                    .header("mcp-session-id", &session);
+                // Bounded: a server that never answers does not keep this task (and its
+                // socket) for the gateway's life.
+                let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                    if let Ok((_, body)) = shared.client.send(request).await {
+                        let _ = body.collect(MAX_MESSAGE).await;
+                    }
+                })
+                .await;
             });
         }
     }
@@ -146,18 +150,18 @@ impl Drop for HttpOutbound {
 
 impl Shared {
     /// A request to the endpoint with the configured headers and the session's.
-    fn request(&self, method: Method) -> http::request::Builder {
-        let mut builder = self.client.request(method);
+    fn request(&self, method: Method) -> Request {
+        let mut request = self.client.request(method);
         for (name, value) in &self.headers {
-            builder = builder.header(name, value);
+            request = request.header(name.as_str(), value);
         }
-        if let Some(v) = self.session_id.lock().unwrap().clone() {
-            builder = builder.header("mcp-session-id", v);
+        if let Some(v) = &*self.session_id.lock().unwrap() {
+            request = request.header("mcp-session-id", v);
         }
-        if let Some(v) = self.protocol_version.lock().unwrap().clone() {
-            builder = builder.header("mcp-protocol-version", v);
+        if let Some(v) = &*self.protocol_version.lock().unwrap() {
+            request = request.header("mcp-protocol-version", v);
         }
-        builder
+        request
     }
 }
 
@@ -177,13 +181,9 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
     };
     let request = shared
         .request(Method::POST)
-        .header(http::header::ACCEPT, "application/json, text/event-stream")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(message.to_json())));
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => return fail(format!("cannot build the request: {e}")),
-    };
+        .header("accept", &ACCEPT_BOTH)
+        .header("content-type", &JSON)
+        .body(message.to_json());
     let (response, body) = match shared.client.send(request).await {
         Ok(r) => r,
         Err(e) => {
@@ -193,10 +193,10 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
             return fail(e.to_string());
         }
     };
-    if let Some(session) = response.headers.get("mcp-session-id") {
+    if let Some(session) = response.session_id.clone() {
         let mut current = shared.session_id.lock().unwrap();
         if current.is_none() {
-            *current = Some(session.clone());
+            *current = Some(session);
         }
     }
     let status = response.status;
@@ -212,12 +212,7 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
         let _ = body.collect(MAX_MESSAGE).await;
         return;
     }
-    let is_sse = response
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if is_sse && status.is_success() {
+    if response.event_stream && status.is_success() {
         return follow_events(&shared, &conn, body, related).await;
     }
     let body = match body.collect(MAX_MESSAGE).await {
@@ -348,15 +343,15 @@ async fn follow_events(shared: &Shared, conn: &Arc<Connection>, body: Body, rela
                 .min(Duration::from_secs(30)),
         )
         .await;
-        let resumed = shared
-            .request(Method::GET)
-            .header(http::header::ACCEPT, "text/event-stream")
-            .header("last-event-id", last.as_str())
-            .body(Full::default())
-            .map_err(|e| e.to_string());
-        let resumed = match resumed {
-            Ok(request) => shared.client.send(request).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let resumed = match HeaderValue::from_str(&last) {
+            Ok(last) => {
+                let request = shared
+                    .request(Method::GET)
+                    .header("accept", &EVENT_STREAM)
+                    .header("last-event-id", &last);
+                shared.client.send(request).await.map_err(|e| e.to_string())
+            }
+            Err(_) => Err(format!("unusable event id {last:?}")),
         };
         match resumed {
             Ok((r, body)) if r.status.is_success() => {
@@ -386,14 +381,8 @@ async fn listen(shared: Arc<Shared>, conn: Weak<Connection>) {
         if conn.upgrade().is_none_or(|c| c.is_closed()) {
             return;
         }
-        let request = shared
-            .request(Method::GET)
-            .header(http::header::ACCEPT, "text/event-stream")
-            .body(Full::default());
-        let response = match request {
-            Ok(request) => shared.client.send(request).await.ok(),
-            Err(_) => return,
-        };
+        let request = shared.request(Method::GET).header("accept", &EVENT_STREAM);
+        let response = shared.client.send(request).await.ok();
         match response {
             Some((r, body)) if r.status.is_success() => {
                 failures = 0;

@@ -40,9 +40,11 @@ pub async fn post_json(url: &str, body: String, timeout: Duration) -> Result<u16
     let client = Arc::new(http_client::HttpClient::new(url, None)?);
     let request = client
         .request(::http::Method::POST)
-        .header(::http::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+        .header(
+            "content-type",
+            &::http::HeaderValue::from_static("application/json"),
+        )
+        .body(body);
     let exchange = async {
         let (parts, body) = client.send(request).await.map_err(|e| e.to_string())?;
         let _ = body.collect(64 * 1024).await;
