@@ -860,6 +860,49 @@ mod tests {
         assert_eq!(&call(&client, "{}").await.1[..], b"2");
     }
 
+    proptest::proptest! {
+        /// However a chunked body is cut into chunks, and however its bytes arrive, the body
+        /// read is the body sent, and what follows it stays on the connection.
+        #[test]
+        fn chunked_bodies_read_back_whatever_their_chunks_and_reads(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            cuts in proptest::collection::vec(1usize..600, 0..12),
+            reads in proptest::collection::vec(1usize..700, 1..16),
+            extension in proptest::prelude::any::<bool>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut cuts = cuts.into_iter().cycle();
+            while !rest.is_empty() {
+                let n = cuts.next().unwrap_or(usize::MAX).min(rest.len());
+                let ext = if extension { ";name=value" } else { "" };
+                wire.extend_from_slice(format!("{n:X}{ext}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(b"0\r\nTrailer: x\r\n\r\nNEXT");
+            let mut framing = Framing::Chunked(Chunk::Size);
+            let mut buf = BytesMut::new();
+            let (mut fed, mut got, mut reads) = (0, Vec::new(), reads.into_iter().cycle());
+            loop {
+                match step(&mut framing, &mut buf).unwrap() {
+                    Step::Data(data) => got.extend_from_slice(&data),
+                    Step::End => break,
+                    Step::More => {
+                        proptest::prop_assert!(fed < wire.len(), "wanted more than was sent");
+                        let n = reads.next().unwrap().min(wire.len() - fed);
+                        buf.extend_from_slice(&wire[fed..fed + n]);
+                        fed += n;
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(got, body);
+            buf.extend_from_slice(&wire[fed..]);
+            proptest::prop_assert_eq!(&buf[..], b"NEXT");
+        }
+    }
+
     #[test]
     fn bad_framing_is_an_error_not_a_guess() {
         let mut chunked = Framing::Chunked(Chunk::Size);
