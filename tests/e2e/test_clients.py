@@ -7,6 +7,7 @@ Each test asserts on what a user of the client sees.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -22,7 +24,9 @@ from mcp.shared.exceptions import MCPError
 
 from conftest import (
     FIXTURE,
+    HANDSHAKE_VERSION,
     PYTHON,
+    ROOT,
     TOKEN,
     RawMcp,
     child_pids,
@@ -33,9 +37,12 @@ from conftest import (
     server_stdio,
     async_poll,
     async_wait_until,
+    parse_sse_or_json,
 )
 
 pytestmark = pytest.mark.anyio
+
+RUGPULL = ROOT / "tests" / "fixtures" / "rugpull_server.py"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MODES = ["legacy", "2026-07-28", "auto"]
@@ -402,6 +409,38 @@ async def test_a_cancelled_call_is_cancelled_upstream_and_the_gateway_keeps_serv
     )
     assert result.structured_content == {"result": 42.0}
     assert elapsed < 15
+
+
+def test_a_call_cancelled_before_it_is_forwarded_never_reaches_the_upstream(gateway_factory, tmp_path):
+    """The cancellation comes while the gateway still routes the call (the server is slow to list
+    its tools): the call never reaches the upstream and gets no answer (MCP: a cancelled request
+    is not answered), and the session goes on."""
+    record = tmp_path / "upstream-stdin.jsonl"
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"name": "add", "description": "Adds a and b", "inputSchema": {"type": "object"}}]))
+    command = f"tee -a {record} | exec {PYTHON} {RUGPULL} --tools {tools} --list-delay 2"
+    gw = gateway_factory(server_stdio("slow", "/bin/sh", ["-c", command]))
+    with RawMcp(gw.url, TOKEN) as raw:
+        headers = {
+            "Authorization": f"Bearer {TOKEN}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
+            "Mcp-Session-Id": raw.session_id,
+            "MCP-Protocol-Version": HANDSHAKE_VERSION,
+        }
+        call = {"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, gw.url, content=json.dumps(call), headers=headers, timeout=30)
+            time.sleep(0.5)
+            assert not pending.done(), f"the call was answered before the server listed its tools: {pending.result().text}"
+            raw.notify("notifications/cancelled", {"requestId": 77, "reason": "changed my mind"})
+            answer = pending.result(timeout=20)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream"), answer.text
+        assert parse_sse_or_json(answer) == [], answer.text
+        sent = [m for m in recorded_messages(record) if m.get("method") == "tools/call"]
+        assert sent == [], f"the cancelled call reached the upstream: {sent}"
+        # The session goes on: the same call, not cancelled, goes through.
+        assert raw.result("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}})["content"][0]["text"] == "3"
 
 
 # ---------------------------------------------------------------------------------------

@@ -76,10 +76,11 @@ pub struct Session {
     /// The gateway's own requests to the client (approval questions), by id.
     own_requests: Mutex<HashMap<Id, oneshot::Sender<Message>>>,
     inflight: Mutex<HashMap<Id, (Arc<Connection>, u64)>>,
-    /// Calls held for a human's approval, by the client's id, and whether the client has
-    /// cancelled them since; `held_cancelled` wakes their waits.
-    held: Mutex<HashMap<Id, bool>>,
-    held_cancelled: Notify,
+    /// Calls not yet forwarded (being routed, checked, or held for a human's approval), by
+    /// the client's id, and whether the client has cancelled them since; `unforwarded_cancelled`
+    /// wakes their waits.
+    unforwarded: Mutex<HashMap<Id, bool>>,
+    unforwarded_cancelled: Notify,
     next_server_request: AtomicU64,
     parked: Mutex<HashMap<String, Flight>>,
     last_used: Mutex<Instant>,
@@ -122,8 +123,8 @@ impl Session {
             server_requests: Mutex::new(HashMap::default()),
             own_requests: Mutex::new(HashMap::default()),
             inflight: Mutex::new(HashMap::default()),
-            held: Mutex::new(HashMap::default()),
-            held_cancelled: Notify::new(),
+            unforwarded: Mutex::new(HashMap::default()),
+            unforwarded_cancelled: Notify::new(),
             next_server_request: AtomicU64::new(1),
             parked: Mutex::new(HashMap::default()),
             last_used: Mutex::new(Instant::now()),
@@ -516,6 +517,9 @@ impl Session {
         record: &mut AuditRecord,
     ) -> Option<Message> {
         let id = request.id().cloned();
+        // From here until it is forwarded the client may cancel the call
+        // (`notifications/cancelled`): then nothing reaches the upstream and no answer is sent.
+        let cancellable = Cancellable::new(self, id.as_ref());
         let error = |code: ErrorCode, message: String| {
             Some(Message::error(id.clone(), code.code(), &message))
         };
@@ -560,15 +564,8 @@ impl Session {
         // its stream stays alive).
         let progress = request.progress_token();
         let hold_tx = tx.clone();
-        // A held call is one the client may cancel (`notifications/cancelled`) before anything
-        // reaches the upstream: it is registered while it waits.
-        let held = Held {
-            session: self,
-            id: id.as_ref(),
-            registered: AtomicBool::new(false),
-        };
         let on_hold = |approval: &str| {
-            held.register();
+            cancellable.held.store(true, Ordering::Relaxed);
             if let Some(token) = &progress {
                 let params = json!({"progressToken": token, "progress": 0,
                     "message": format!("waiting for a human's approval ({approval})")});
@@ -636,14 +633,34 @@ impl Session {
         let admission = tokio::select! {
             biased;
             admission = self.guard.admit(&call) => Some(admission),
-            () = self.cancelled_while_held(id.as_ref()) => None,
+            () = self.cancelled_before_forwarding(id.as_ref()) => None,
         };
-        drop(held);
-        let Some(admission) = admission else {
-            // No answer is owed for a cancelled request. The approval stays in the queue: a
-            // retry of the same call may use it.
-            record.message = Some("the client cancelled the call while it was held".into());
-            return None;
+        let (cancelled, held) = (
+            cancellable.cancelled(),
+            cancellable.held.load(Ordering::Relaxed),
+        );
+        // Nothing is awaited from here until the call is registered as in flight upstream
+        // (`drive`), where a cancellation is relayed: on the runtime's one thread (the
+        // default) no cancellation is handled in between.
+        drop(cancellable);
+        let admission = match admission {
+            Some(admission) if !cancelled => admission,
+            admission => {
+                // No answer is owed for a cancelled request, and the call never reached the
+                // upstream: a pass gives its counters back. A held call's approval stays in
+                // the queue: a retry of the same call may use it.
+                if let Some(Admission::Pass(pass)) = admission {
+                    pass.settle(guard::Outcome::Failed).await;
+                }
+                record.message = Some(
+                    match held {
+                        true => "the client cancelled the call while it was held",
+                        false => "the client cancelled the call before it was forwarded",
+                    }
+                    .into(),
+                );
+                return None;
+            }
         };
         let pass = match admission {
             Admission::Pass(p) => p,
@@ -1425,9 +1442,9 @@ impl Session {
 
     /// Cancels a request of this client in flight, as `notifications/cancelled` would.
     pub fn cancel_request(&self, id: &Id, reason: &str) {
-        if let Some(cancelled) = self.held.lock().unwrap().get_mut(id) {
+        if let Some(cancelled) = self.unforwarded.lock().unwrap().get_mut(id) {
             *cancelled = true;
-            self.held_cancelled.notify_waiters();
+            self.unforwarded_cancelled.notify_waiters();
             return;
         }
         let Some((conn, upstream_id)) = self.inflight.lock().unwrap().remove(id) else {
@@ -1436,17 +1453,17 @@ impl Session {
         conn.cancel(upstream_id, reason);
     }
 
-    /// Resolves once the client cancels call `id` while it is held for approval (never for a
-    /// call that is not held, or has no id).
-    async fn cancelled_while_held(&self, id: Option<&Id>) {
+    /// Resolves once the client cancels call `id` before it is forwarded (never for a call
+    /// that has no id).
+    async fn cancelled_before_forwarding(&self, id: Option<&Id>) {
         let Some(id) = id else {
             return std::future::pending().await;
         };
         loop {
-            let cancelled = self.held_cancelled.notified();
+            let cancelled = self.unforwarded_cancelled.notified();
             tokio::pin!(cancelled);
             cancelled.as_mut().enable();
-            if self.held.lock().unwrap().get(id) == Some(&true) {
+            if self.unforwarded.lock().unwrap().get(id) == Some(&true) {
                 return;
             }
             cancelled.await;
@@ -1556,30 +1573,42 @@ impl Drop for OwnRequest<'_> {
     }
 }
 
-/// A call held for approval, known to [`Session::cancel_request`] from its first hold until
-/// its wait ends (or its work is dropped).
-struct Held<'a> {
+/// A call not yet forwarded, known to [`Session::cancel_request`] from its arrival until it
+/// is forwarded or refused (or its work is dropped).
+struct Cancellable<'a> {
     session: &'a Session,
     id: Option<&'a Id>,
-    registered: AtomicBool,
+    /// Whether it has been held for a human's approval.
+    held: AtomicBool,
 }
 
-impl Held<'_> {
-    fn register(&self) {
-        if let Some(id) = self.id
-            && !self.registered.swap(true, Ordering::Relaxed)
-        {
-            self.session.held.lock().unwrap().insert(id.clone(), false);
+impl<'a> Cancellable<'a> {
+    fn new(session: &'a Session, id: Option<&'a Id>) -> Cancellable<'a> {
+        if let Some(id) = id {
+            session
+                .unforwarded
+                .lock()
+                .unwrap()
+                .insert(id.clone(), false);
         }
+        Cancellable {
+            session,
+            id,
+            held: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the client has cancelled it.
+    fn cancelled(&self) -> bool {
+        self.id
+            .is_some_and(|id| self.session.unforwarded.lock().unwrap().get(id) == Some(&true))
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Cancellable<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id
-            && *self.registered.get_mut()
-        {
-            self.session.held.lock().unwrap().remove(id);
+        if let Some(id) = self.id {
+            self.session.unforwarded.lock().unwrap().remove(id);
         }
     }
 }
