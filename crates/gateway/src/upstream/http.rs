@@ -10,7 +10,7 @@ use toolgate_wire::sse::Decoder;
 use toolgate_wire::{Id, Limits, Message};
 
 use super::connection::{Connection, Io, Outbound};
-use super::http_client::{Body, HttpClient, HttpError, Request};
+use super::http_client::{Body, HttpClient, HttpError, Request, ResponseHead};
 use super::{Upstream, UpstreamError};
 use crate::config::{ServerConfig, Transport};
 
@@ -193,13 +193,17 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
             return fail(e.to_string());
         }
     };
-    if let Some(session) = response.session_id.clone() {
+    let ResponseHead {
+        status,
+        event_stream,
+        session_id,
+    } = response;
+    if let Some(session) = session_id {
         let mut current = shared.session_id.lock().unwrap();
         if current.is_none() {
             *current = Some(session);
         }
     }
-    let status = response.status;
     if status == StatusCode::NOT_FOUND && shared.session_id.lock().unwrap().is_some() {
         conn.close("the upstream session expired (HTTP 404)");
         return;
@@ -212,7 +216,7 @@ async fn post(shared: Arc<Shared>, conn: Arc<Connection>, message: Message, rela
         let _ = body.collect(MAX_MESSAGE).await;
         return;
     }
-    if response.event_stream && status.is_success() {
+    if event_stream && status.is_success() {
         return follow_events(&shared, &conn, body, related).await;
     }
     let body = match body.collect(MAX_MESSAGE).await {

@@ -62,6 +62,9 @@ pub(super) struct HttpClient {
 pub(super) struct Request {
     head: Vec<u8>,
     body: Bytes,
+    /// Whether the method carries content (then `Content-Length` goes even when it is 0; a
+    /// `GET` or `DELETE` without a body has none, as RFC 9110 asks).
+    has_content: bool,
 }
 
 impl Request {
@@ -171,6 +174,7 @@ impl HttpClient {
         Request {
             head,
             body: Bytes::new(),
+            has_content: method == Method::POST || method == Method::PUT || method == Method::PATCH,
         }
     }
 
@@ -179,8 +183,15 @@ impl HttpClient {
         self: &Arc<Self>,
         request: Request,
     ) -> Result<(ResponseHead, Body), HttpError> {
-        let Request { mut head, body } = request;
-        let _ = write!(head, "content-length: {}\r\n\r\n", body.len());
+        let Request {
+            mut head,
+            body,
+            has_content,
+        } = request;
+        if has_content || !body.is_empty() {
+            let _ = write!(head, "content-length: {}\r\n", body.len());
+        }
+        head.extend_from_slice(b"\r\n");
         head.extend_from_slice(&body);
         let failed = |e: io::Error| HttpError::Request(e.to_string());
         let mut conn = match self.idle_connection() {
@@ -764,6 +775,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: s-1\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
             b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"b\r\n4;ext=1\r\n\":2}\r\n0\r\nX-Trailer: t\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
         ])
         .await;
         let client = Arc::new(HttpClient::new(&url, None).unwrap());
@@ -787,6 +799,15 @@ mod tests {
         assert_eq!((head.status, &body[..]), (StatusCode::ACCEPTED, &b""[..]));
         let (_, body) = call(&client, "{}").await;
         assert_eq!(&body[..], b"{\"b\":2}");
+        // A GET carries no body, and says no length.
+        let (_, body) = client.send(client.request(Method::GET)).await.unwrap();
+        assert_eq!(&body.collect(1024).await.unwrap()[..], b"");
+        let mut get = String::new();
+        while let Ok(request) = seen.try_recv() {
+            get = request;
+        }
+        assert!(get.starts_with("GET /mcp HTTP/1.1\r\n"), "{get}");
+        assert!(!get.contains("content-length"), "{get}");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
