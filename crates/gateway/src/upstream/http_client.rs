@@ -950,30 +950,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_head_that_does_not_parse_or_never_ends_fails_the_request() {
-        let (url, _, _seen) = server(vec![b"HTTP/1.1 abc\r\n\r\n"]).await;
-        let client = Arc::new(HttpClient::new(&url, None).unwrap());
-        let failed = client
-            .send(client.request(Method::POST))
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            failed.to_string().contains("invalid response head"),
-            "{failed}"
-        );
-        let (url, _, _seen) = server(vec![
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-        ])
-        .await;
-        let client = Arc::new(HttpClient::new(&url, None).unwrap());
-        let failed = client
-            .send(client.request(Method::POST))
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            failed.to_string().contains("invalid Content-Length"),
-            "{failed}"
-        );
+        let endless: &'static [u8] = {
+            let mut head = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+            head.resize(MAX_HEAD + 4096, b'a');
+            head.leak()
+        };
+        for (answer, why) in [
+            (&b"HTTP/1.1 abc\r\n\r\n"[..], "invalid response head"),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (endless, "response head longer than"),
+        ] {
+            let (url, _, _seen) = server(vec![answer]).await;
+            let client = Arc::new(HttpClient::new(&url, None).unwrap());
+            let failed = client.send(client.request(Method::POST)).await.err();
+            let failed = failed.expect("the request fails").to_string();
+            assert!(failed.contains(why), "{failed}");
+        }
     }
 }
