@@ -35,8 +35,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_FIELDS: usize = 64;
 /// The longest line of chunked framing (a chunk's size with its extensions, a trailer field).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Room made in a connection's buffer before each read.
-const READ_SIZE: usize = 16 * 1024;
+/// Room made in a connection's buffer before each read (a session's standing event stream
+/// keeps its connection, and so this much, for as long as it lasts).
+const READ_SIZE: usize = 8 * 1024;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
