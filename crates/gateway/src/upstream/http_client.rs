@@ -194,21 +194,18 @@ impl HttpClient {
         }
         head.extend_from_slice(b"\r\n");
         head.extend_from_slice(&body);
-        let failed = |e: io::Error| HttpError::Request(e.to_string());
-        let mut conn = match self.idle_connection() {
-            Some(mut conn) => match conn.write(&head).await {
-                Ok(()) => conn,
-                // It was closed while idle (nothing of the request reached the server): once
-                // more on a new connection.
-                Err(_) => {
-                    let mut conn = self.connect().await?;
-                    conn.write(&head).await.map_err(failed)?;
-                    conn
-                }
-            },
+        let reused = match self.idle_connection() {
+            // A write that fails there means it was closed while idle, and nothing of the
+            // request reached the server: once more on a new connection.
+            Some(mut conn) => conn.write(&head).await.is_ok().then_some(conn),
+            None => None,
+        };
+        let mut conn = match reused {
+            Some(conn) => conn,
             None => {
                 let mut conn = self.connect().await?;
-                conn.write(&head).await.map_err(failed)?;
+                let written = conn.write(&head).await;
+                written.map_err(|e| HttpError::Request(e.to_string()))?;
                 conn
             }
         };
