@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode};
@@ -29,6 +29,10 @@ use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per upstream; more are closed when returned.
 const MAX_IDLE: usize = 64;
+/// A connection idle this long is closed rather than reused: common servers (Node's, uvicorn)
+/// close theirs after 5 s, and a request written just as the server closes is lost (it gets
+/// no response, and cannot safely be sent again: the upstream may have acted on it).
+const REUSE_WITHIN: Duration = Duration::from_secs(4);
 /// The longest response head (status line and fields) accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields a response head may have.
@@ -56,7 +60,9 @@ pub(super) struct HttpClient {
     host: String,
     path: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    idle: Mutex<Vec<Conn>>,
+    /// Idle connections, each with when it went idle.
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    reuse_within: Duration,
 }
 
 /// A request to the endpoint, its head written as it is built.
@@ -160,6 +166,7 @@ impl HttpClient {
             path,
             tls,
             idle: Mutex::new(Vec::new()),
+            reuse_within: REUSE_WITHIN,
         })
     }
 
@@ -221,10 +228,15 @@ impl HttpClient {
         ))
     }
 
-    /// An idle connection that is still open.
+    /// An idle connection that is still open and was used recently. The others are closed
+    /// (the newest is taken first, so all those below a stale one are stale too).
     fn idle_connection(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap();
-        while let Some(mut conn) = idle.pop() {
+        while let Some((mut conn, since)) = idle.pop() {
+            if since.elapsed() >= self.reuse_within {
+                idle.clear();
+                return None;
+            }
             if conn.is_idle_and_open() {
                 return Some(conn);
             }
@@ -259,7 +271,7 @@ impl HttpClient {
     fn give_back(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < MAX_IDLE && conn.buf.is_empty() {
-            idle.push(conn);
+            idle.push((conn, Instant::now()));
         }
     }
 }
@@ -920,6 +932,26 @@ mod tests {
             buf.extend_from_slice(&wire[fed..]);
             proptest::prop_assert_eq!(&buf[..], b"NEXT");
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_too_long_is_not_reused() {
+        let (url, accepted, _seen) = server(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3",
+        ])
+        .await;
+        let mut client = HttpClient::new(&url, None).unwrap();
+        client.reuse_within = Duration::from_millis(200);
+        let client = Arc::new(client);
+        assert_eq!(&call(&client, "{}").await.1[..], b"1");
+        assert_eq!(&call(&client, "{}").await.1[..], b"2");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Still open, but idle too long: a new connection carries the call.
+        assert_eq!(&call(&client, "{}").await.1[..], b"3");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
