@@ -643,28 +643,26 @@ impl Body {
 
     /// The whole body, refused beyond `max` bytes.
     pub(super) async fn collect(mut self, max: usize) -> Result<Bytes, String> {
-        let mut body = match self.chunk().await {
-            None => return Ok(Bytes::new()),
-            Some(first) => first?,
-        };
-        let mut more = BytesMut::new();
+        // A body that comes in one piece (the usual case) is passed on without a copy.
+        let mut first = Bytes::new();
+        let mut joined = BytesMut::new();
         while let Some(chunk) = self.chunk().await {
             let chunk = chunk?;
-            if more.is_empty() {
-                more.extend_from_slice(&body);
-            }
-            if more.len() + chunk.len() > max {
+            if first.len() + joined.len() + chunk.len() > max {
                 return Err(format!("response larger than {max} bytes"));
             }
-            more.extend_from_slice(&chunk);
+            if first.is_empty() && joined.is_empty() {
+                first = chunk;
+            } else {
+                joined.extend_from_slice(&std::mem::take(&mut first));
+                joined.extend_from_slice(&chunk);
+            }
         }
-        if !more.is_empty() {
-            body = more.freeze();
-        }
-        if body.len() > max {
-            return Err(format!("response larger than {max} bytes"));
-        }
-        Ok(body)
+        Ok(if joined.is_empty() {
+            first
+        } else {
+            joined.freeze()
+        })
     }
 }
 
